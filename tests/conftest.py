@@ -31,3 +31,55 @@ def stage_nbs(tmp_path):
     (nbs / "00_config.ipynb").write_text((nbs / "03_log.ipynb").read_text())  # not a stage: 00
     (nbs / "index.ipynb").write_text((nbs / "03_log.ipynb").read_text())      # not a stage: no number
     return nbs
+
+
+# --- real services -------------------------------------------------------------------------------------
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+INFRA = Path(__file__).parent / "infra"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM (slurmctld + slurmd + munge) on this machine; SLURM_CONF is set for the session.
+    Skipped only where SLURM is not installed (CI installs it; see .ci/run)."""
+    if not shutil.which("slurmctld") or os.geteuid() != 0:
+        pytest.skip("needs root and Debian's slurmctld/slurmd/munge (installed by .ci/run)")
+    base = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "BASE": str(base)}
+    conf = subprocess.run(["bash", str(INFRA / "slurm_up.sh")], env=env, capture_output=True, text=True)
+    assert conf.returncode == 0, conf.stderr
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf.stdout.strip().splitlines()[-1]
+    yield {"conf": os.environ["SLURM_CONF"], "base": base}
+    subprocess.run(["bash", str(INFRA / "slurm_down.sh")], env=env)
+    if old is None: os.environ.pop("SLURM_CONF", None)
+    else: os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint over HTTP on loopback (moto's server mode, in a thread). Yields its URL; boto3, s3fs
+    and datatrove reach it through AWS_ENDPOINT_URL_S3 with dummy credentials."""
+    from moto.server import ThreadedMotoServer
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL_S3=url, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
+    yield url
+    server.stop()
+    for k, v in saved.items():
+        if v is None: os.environ.pop(k, None)
+        else: os.environ[k] = v
