@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pooch
+import requests
 
 from .config import cache_dir, project_root
 
@@ -171,9 +172,9 @@ def _fetch_file(name: str, f: dict, dest: Path, mirror: Path | None) -> Path:
     origin = f.get("origin") or {}
     if mirror is not None:
         url, downloader = f"mirror://{name}/{f['path']}", MirrorDownloader(mirror, name, f["path"])
-    elif origin.get("zip_member"):
+    elif origin.get("zip_member") and f.get("url"):
         url = f"zip://{origin['path']}/{origin['zip_member']}"
-        downloader = ZipMemberDownloader(origin_url(origin), origin["zip_member"], cache_dir() / "_archives")
+        downloader = ZipMemberDownloader(f["url"], origin["zip_member"], cache_dir() / "_archives")
     elif f.get("url"):
         url, downloader = f["url"], None
     else:
@@ -186,6 +187,9 @@ def _fetch_file(name: str, f: dict, dest: Path, mirror: Path | None) -> Path:
         raise DataError(f"{name}/{f['path']}: sha256 mismatch ({e})") from None
     except FileNotFoundError as e:
         raise DataError(str(e)) from None
+    except (OSError, requests.RequestException, zipfile.BadZipFile, KeyError) as e:
+        # pooch downloads into a temporary file and deletes it on failure: nothing half-written stays behind
+        raise DataError(f"{name}/{f['path']}: download from {url} failed: {e}") from None
     return Path(got)
 
 def fetch(names: list[str] | None = None, mirror: str | Path | None = None, dest: str | Path | None = None,
