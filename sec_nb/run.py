@@ -20,7 +20,7 @@ from .config import load_preset, project_root
 # %% auto 0
 __all__ = ['TRACKED', 'Stage', 'discover_stages', 'hash_path', 'stage_json', 'read_stage', 'record_stage', 'notebook_text',
            'package_hash', 'fingerprint', 'is_current', 'library_versions', 'StageFailed', 'run_stage', 'run_pipeline',
-           'parse_params', 'main']
+           'write_html_report', 'parse_params', 'main']
 
 # %% ../nbs/00_run.ipynb
 @dataclass(frozen=True)
@@ -167,13 +167,13 @@ def run_pipeline(preset: str, run_dir: str | Path | None = None, from_stage: str
         if wanted and wanted not in names:
             raise SystemExit(f"unknown stage {wanted!r}; stages in {nbs_dir}: {', '.join(names)}")
     first = names.index(from_stage or only) if (from_stage or only) else 0
-    pkg, upstream, records = package_hash(), "", []
+    pkg, upstream, records, ran = package_hash(), "", [], False
     for i, stage in enumerate(stages):
         fp = fingerprint(stage, {"preset": preset, **params}, upstream, pkg)
         tag = f"[{i + 1}/{len(stages)}] {stage.order:02d}_{stage.name}"
         if i < first or (only and stage.name != only):
             prev = read_stage(run_dir, stage.name)
-            if i < first and prev.get("status") != "ok":
+            if from_stage and i < first and prev.get("status") != "ok":
                 raise SystemExit(f"{tag}: has not run in {run_dir}; run the earlier stages first")
             upstream = prev.get("fingerprint", "")
             continue
@@ -182,10 +182,33 @@ def run_pipeline(preset: str, run_dir: str | Path | None = None, from_stage: str
             log(f"{tag}: unchanged, skipped"); records.append(read_stage(run_dir, stage.name))
         else:
             log(f"{tag}: running ..."); sys.stdout.flush()
-            rec = run_stage(stage, run_dir, preset, params, fp, progress=progress)
+            rec, ran = run_stage(stage, run_dir, preset, params, fp, progress=progress), True
             log(f"{tag}: done in {rec['seconds']:.1f} s"); records.append(rec)
         upstream = fp
+    if ran or (records and not (run_dir / "report.html").exists()):
+        log(f"report: {write_html_report(run_dir, nbs_dir)}")
     return records
+
+# %% ../nbs/00_run.ipynb
+def write_html_report(run_dir: str | Path, nbs_dir: str | Path | None = None) -> Path:
+    "Render index.ipynb and the run's executed stage notebooks into run_dir/report.html."
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+    run_dir, nbs_dir = Path(run_dir), Path(nbs_dir or project_root() / "nbs")
+    cells = []
+    if (nbs_dir / "index.ipynb").exists():
+        index = nbformat.read(nbs_dir / "index.ipynb", as_version=4)
+        NotebookClient(index, kernel_name="python3", resources={"metadata": {"path": str(nbs_dir)}}).execute()
+        cells += index.cells
+    for path in sorted((run_dir / "notebooks").glob("*.ipynb")):
+        cells += nbformat.read(path, as_version=4).cells
+    for c in cells: c.pop("id", None)              # ids repeat across notebooks
+    merged = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}})
+    html, _ = HTMLExporter().from_notebook_node(merged, resources={"metadata": {"name": f"sec_nb report: {run_dir.name}"}})
+    out = run_dir / "report.html"
+    out.write_text(html)
+    return out
 
 # %% ../nbs/00_run.ipynb
 def parse_params(items: list[str]) -> dict:

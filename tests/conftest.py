@@ -21,7 +21,7 @@ def stage_nbs(tmp_path):
     write_stage_nb(nbs / "01_make.ipynb",
                    "from pathlib import Path\nfrom sec_nb.run import record_stage\n"
                    "out = Path(run_dir) / 'make' / 'x.txt'; out.parent.mkdir(parents=True, exist_ok=True)\n"
-                   "out.write_text(word)\nrecord_stage(run_dir, 'make', outputs=[out], counts={'chars': len(word)})")
+                   "out.write_text(word)\nprint('made', word)\nrecord_stage(run_dir, 'make', outputs=[out], counts={'chars': len(word)})")
     write_stage_nb(nbs / "02_use.ipynb",
                    "from pathlib import Path\nfrom sec_nb.run import record_stage\n"
                    "src = Path(run_dir) / 'make' / 'x.txt'\nassert src.read_text() == word\n"

@@ -10,9 +10,10 @@ from sec_nb.run import StageFailed, discover_stages, main, parse_params, run_pip
 
 
 def run(nbs, run_dir, **kw):
+    "Run the pipeline; return its progress lines about stages (the HTML report line is checked separately)."
     lines = []
     run_pipeline("micro", run_dir, nbs_dir=nbs, progress=False, log=lines.append, **kw)
-    return lines
+    return [l for l in lines if not l.startswith("report: ")]
 
 
 def test_discovers_numbered_stages_in_order(stage_nbs):
@@ -105,3 +106,15 @@ def test_parse_params_reads_yaml_scalars():
 def test_sec_nb_command_is_installed():
     presets = subprocess.run(["sec-nb", "presets"], capture_output=True, text=True)
     assert presets.returncode == 0 and "llama3-70b" in presets.stdout
+
+
+def test_html_report_joins_front_page_and_executed_stages(stage_nbs, tmp_path):
+    rd = tmp_path / "run"
+    lines = []
+    run_pipeline("micro", rd, nbs_dir=stage_nbs, progress=False, log=lines.append)
+    assert lines[-1] == f"report: {rd / 'report.html'}"
+    html = (rd / "report.html").read_text()
+    assert "made hello" in html                                   # an executed stage's output
+    lines.clear()
+    run_pipeline("micro", rd, nbs_dir=stage_nbs, progress=False, log=lines.append)
+    assert not any(l.startswith("report: ") for l in lines)      # nothing ran: the report is current
