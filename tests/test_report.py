@@ -1,0 +1,86 @@
+"The report stage on a run with known numbers: figures, tables, computed insight verdicts, and the HTML report in a browser."
+import json
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from sec_nb.report import check_insights, forgetting_table, paper_name
+
+
+def known_results() -> pd.DataFrame:
+    "Evaluation results shaped like the eval stage's tidy table, with numbers chosen to agree or disagree."
+    rows = []
+    def add(model, suite, task, metric, value): rows.append(dict(model=model, suite=suite, task=task, metric=metric,
+                                                                  value=value, stderr=0.0, n=10))
+    for m, v in [("instruct", 30.0), ("cpt", 12.0), ("ties", 15.0)]: add(m, "domain_ppl", "sec_heldout", "word_perplexity", v)
+    for m, v in [("instruct", 0.1), ("cpt", 0.2), ("ties", 0.3)]: add(m, "domain", "convfinqa", "exact_match", v)
+    for m, v in [("instruct", 0.3), ("cpt", 0.4), ("ties", 0.5)]: add(m, "domain", "tatqa", "exact_match", v)   # CPT improves: disagrees
+    for m, v in [("instruct", 0.5), ("cpt", 0.9), ("ties", 0.8)]: add(m, "domain", "finarg_ecc", "acc", v)
+    for m, v in [("instruct", 0.2), ("cpt", 0.2), ("ties", 0.21)]: add(m, "domain", "ectsum", "rouge1", v)
+    for task, drop in [("agieval_lsat_ar", 0.1), ("hellaswag", 0.12), ("bbh_navigate", 0.01), ("truthfulqa_mc2", 0.02)]:
+        for m, v in [("instruct", 0.6), ("cpt", 0.6 - drop), ("ties", 0.6 - drop / 2)]: add(m, "general", task, "acc", v)
+    for task in ("wikitext", "code_proxy"):
+        for m, v in [("instruct", 50.0), ("cpt", 45.0), ("ties", 47.0)]: add(m, "general_ppl", task, "word_perplexity", v)
+    return pd.DataFrame(rows)
+
+
+def write_run(rd):
+    (rd / "cpt").mkdir(parents=True)
+    (rd / "eval").mkdir()
+    with open(rd / "cpt" / "metrics.jsonl", "w") as f:
+        for i in range(1, 21):
+            f.write(json.dumps({"iteration": i, "consumed_tokens": i * 512, "lm_loss": 6 - i * 0.1,
+                                "lr": 1e-3 * min(1, i / 5), "grad_norm": 1.0, "tokens_per_s": 1000}) + "\n")
+    known_results().to_csv(rd / "eval" / "results.csv", index=False)
+
+
+def test_insight_verdicts_are_computed():
+    df = known_results()
+    df["name"] = df["model"].map(paper_name)
+    v = check_insights(df).set_index("insight (paper)")["agrees"]
+    assert v["CPT lowers SEC perplexity"] == True
+    assert v["merging raises SEC perplexity slightly"] == True
+    assert v["ConvFinQA improves after CPT and again after merging"] == True
+    assert v["TAT-QA improves only after merging"] == False
+    assert v["the largest drops are in GPT4All and AGIEval"] == True
+    assert v["merging recovers every general benchmark group"] == True
+    assert v["general perplexity stays stable after CPT (within 25%)"] == True
+    ft = forgetting_table(df).set_index("task")
+    assert ft.loc["hellaswag", "recovered"] == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory):
+    rd = tmp_path_factory.mktemp("run")
+    write_run(rd)
+    r = subprocess.run(["sec-nb", "run", "--preset", "micro", "--only", "report", "--run-dir", str(rd), "--no-progress"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return rd
+
+
+def test_report_stage_writes_figures_and_tables(report_run):
+    out = report_run / "report"
+    for stem in ("figure1_lm_loss", "figure2_learning_rate", "figure3_domain_perplexity", "figure4_domain_tasks",
+                 "figure5_general", "figure6_general_perplexity", "forgetting_recovery", "merge_tradeoff"):
+        assert (out / f"{stem}.png").stat().st_size > 5000, stem
+    fig3 = pd.read_csv(out / "figure3_domain_perplexity.csv").set_index("name")["value"]
+    assert fig3.to_dict() == {"CPT": 12.0, "CPT-Merge": 15.0, "Instruct": 30.0}
+    rec = json.loads((out / "stage.json").read_text())
+    assert rec["status"] == "ok" and rec["counts"]["figures"] >= 8 and rec["published"] is False
+
+
+def test_html_report_renders_in_chromium(report_run, tmp_path):
+    html = (report_run / "report.html").read_text()
+    assert html.count("data:image/png;base64") >= 8
+    assert "Traceback" not in html and "output_error" not in html
+    chromium = shutil.which("chromium")
+    if chromium is None: pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                    "--window-size=1200,2400", f"--screenshot={shot}", (report_run / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000    # a rendered page, not a blank one
