@@ -16,13 +16,14 @@ import pandas as pd
 import seaborn as sns
 
 # %% auto 0
-__all__ = ['PAPER_NAMES', 'ORDER', 'PRIMARY', 'GROUPS', 'paper_name', 'model_order', 'palette', 'load_metrics', 'load_results',
-           'primary', 'benchmark_group', 'figure_1_2', 'figure_3', 'figure_4', 'figure_5', 'figure_6', 'check_insights',
-           'forgetting_table', 'figure_forgetting', 'tradeoff', 'figure_tradeoff', 'save', 'stage_times']
+__all__ = ['PAPER_NAMES', 'ORDER', 'GENERAL_GROUPS', 'CORPUS_LABELS', 'PRIMARY', 'GROUPS', 'paper_name', 'model_order', 'palette',
+           'load_metrics', 'load_results', 'normalize', 'compared', 'primary', 'benchmark_group', 'figure_1_2',
+           'figure_3', 'figure_4', 'figure_5', 'figure_6', 'check_insights', 'forgetting_table', 'figure_forgetting',
+           'tradeoff', 'figure_tradeoff', 'save', 'stage_times']
 
 # %% ../nbs/07_report.ipynb
-PAPER_NAMES = {"base": "Base", "instruct": "Instruct", "cpt": "CPT", "cpt_merge": "CPT-Merge", "ties": "CPT-Merge",
-               "merge": "CPT-Merge", "cpt-merge": "CPT-Merge"}
+PAPER_NAMES = {"base": "Base", "instruct": "Instruct", "cpt": "CPT", "merge_ties": "CPT-Merge", "ties": "CPT-Merge",
+               "cpt_merge": "CPT-Merge"}
 ORDER = ["Base", "Instruct", "CPT", "CPT-Merge"]
 _FIXED = {"Base": "#9e9e9e", "Instruct": "#1f77b4", "CPT": "#d62728", "CPT-Merge": "#2ca02c"}
 
@@ -50,9 +51,25 @@ def load_results(run_dir) -> pd.DataFrame:
     "The evaluation stage's tidy table, with the paper's model names in `name`."
     path = Path(run_dir) / "eval" / "results.csv"
     if not path.exists(): raise FileNotFoundError(f"{path}: no evaluation results; has the eval stage run?")
-    df = pd.read_csv(path)
+    return normalize(pd.read_csv(path))
+
+GENERAL_GROUPS = {"agieval": "AGIEval", "bbh": "BIG-bench (BBH)", "gpt4all": "GPT4All", "truthfulqa": "TruthfulQA"}
+CORPUS_LABELS = {"ppl_wikitext": "WikiText", "ppl_code": "code\n(starcoderdata stand-in)",
+                 "ppl_math": "math\n(open-web-math stand-in)", "ppl_sci": "papers\n(peS2o stand-in)",
+                 "ppl_web": "web\n(refinedweb stand-in)", "sec_heldout": "held-out SEC"}
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    "Paper names for models, one `general` suite with benchmark groups, readable corpus labels."
+    df = df.copy()
     df["name"] = df["model"].map(paper_name)
+    df["group"] = df["suite"].map(GENERAL_GROUPS)
+    df.loc[df["group"].notna(), "suite"] = "general"
+    df["label"] = df["task"].map(lambda t: CORPUS_LABELS.get(t, t))
     return df
+
+def compared(df: pd.DataFrame) -> pd.DataFrame:
+    "The models the figures compare: the run's and any given checkpoint; the merge sweep goes to its own plot."
+    return df[~df["model"].astype(str).str.startswith("sweep_")]
 
 # %% ../nbs/07_report.ipynb
 PRIMARY = ["word_perplexity", "rouge1", "exact_match", "acc_norm", "acc", "mc2", "mc1", "f1", "mcc",
@@ -62,7 +79,10 @@ def primary(df: pd.DataFrame) -> pd.DataFrame:
     "One row per (model, suite, task): its primary metric."
     rank = {m: i for i, m in enumerate(PRIMARY)}
     d = df.assign(_r=df["metric"].map(lambda m: rank.get(str(m).split(",")[0], len(rank))))
-    return d.sort_values("_r").groupby(["model", "suite", "task"], as_index=False).first().drop(columns="_r")
+    d = d.sort_values("_r").groupby(["model", "suite", "task"], as_index=False).first().drop(columns="_r")
+    if "group" not in d or d["group"].isna().all(): d["group"] = d["task"].map(benchmark_group)
+    else: d["group"] = d["group"].fillna(d["task"].map(benchmark_group))
+    return d
 
 GROUPS = [("agieval", "AGIEval"), ("bbh", "BIG-bench (BBH)"), ("bigbench", "BIG-bench (BBH)"),
           ("truthfulqa", "TruthfulQA"), ("hellaswag", "GPT4All"), ("openbookqa", "GPT4All"),
@@ -70,7 +90,7 @@ GROUPS = [("agieval", "AGIEval"), ("bbh", "BIG-bench (BBH)"), ("bigbench", "BIG-
           ("gpt4all", "GPT4All")]
 
 def benchmark_group(task: str) -> str:
-    "The paper's benchmark group of a general task (Figure 5 reports groups)."
+    "The paper's benchmark group of a general task, from its name (when the table has no `group`)."
     t = task.lower()
     return next((g for prefix, g in GROUPS if t.startswith(prefix) or f"_{prefix}" in t), task)
 
@@ -101,28 +121,28 @@ def figure_1_2(metrics: pd.DataFrame):
 
 def figure_3(results: pd.DataFrame):
     "Figure 3: domain-specific (held-out SEC) perplexity by model; lower is better."
-    t = primary(results[results["suite"] == "domain_ppl"])
+    t = primary(compared(results)[lambda d: d["suite"] == "domain_ppl"])
     fig = _bar(t, "name", "value", "Figure 3: domain perplexity on held-out SEC text (lower is better)",
                t["metric"].iloc[0].split(",")[0].replace("_", " ") if len(t) else "perplexity")
     return fig, t
 
 def figure_4(results: pd.DataFrame):
     "Figure 4: domain tasks by model (ConvFinQA, TAT-QA, financial classification, summarization)."
-    t = primary(results[results["suite"] == "domain"])
+    t = primary(compared(results)[lambda d: d["suite"] == "domain"])
     t = t.assign(task_metric=t["task"] + "\n(" + t["metric"].str.split(",").str[0] + ")")
     return _bar(t, "name", "value", "Figure 4: domain-specific evaluations", "score", col="task_metric"), t
 
 def figure_5(results: pd.DataFrame):
     "Figure 5: general evaluations by model, averaged within the paper's benchmark groups."
-    t = primary(results[results["suite"] == "general"])
-    t = t.assign(group=t["task"].map(benchmark_group))
+    t = primary(compared(results)[lambda d: d["suite"] == "general"])
     g = t.groupby(["name", "group"], as_index=False)["value"].mean()
     return _bar(g, "group", "value", "Figure 5: general evaluations (mean over each group's tasks)", "score"), g
 
 def figure_6(results: pd.DataFrame):
     "Figure 6: general perplexity by dataset and model (stand-ins labelled); lower is better."
-    t = primary(results[results["suite"] == "general_ppl"])
-    return _bar(t, "task", "value", "Figure 6: general perplexity by dataset (lower is better)", "word perplexity"), t
+    t = primary(compared(results)[lambda d: d["suite"] == "general_ppl"])
+    t = t.assign(corpus=t["task"].map(lambda x: CORPUS_LABELS.get(x, x)))
+    return _bar(t, "corpus", "value", "Figure 6: general perplexity by dataset (lower is better)", "word perplexity"), t
 
 # %% ../nbs/07_report.ipynb
 def _score(t: pd.DataFrame, name: str, task_prefix: str | None = None):
@@ -139,7 +159,7 @@ def check_insights(results: pd.DataFrame) -> pd.DataFrame:
     "Every insight of the paper's §6, computed on this run."
     dp = primary(results[results["suite"] == "domain_ppl"])
     dom = primary(results[results["suite"] == "domain"])
-    gen = primary(results[results["suite"] == "general"]).assign(group=lambda d: d["task"].map(benchmark_group))
+    gen = primary(results[results["suite"] == "general"])
     gpp = primary(results[results["suite"] == "general_ppl"])
     I, C, M = "Instruct", "CPT", "CPT-Merge"
     rows = [
@@ -205,20 +225,26 @@ def figure_forgetting(ft: pd.DataFrame):
     return fig
 
 def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
-    "Domain perplexity against the mean general score, per model."
+    """Per model: domain perplexity against general perplexity (geometric mean over the general corpora), the
+    two numbers every merge of the sweep is scored on; plus the mean general task score where it was measured."""
     dp = primary(results[results["suite"] == "domain_ppl"]).groupby("name")["value"].mean()
-    gen = primary(results[results["suite"] == "general"]).groupby("name")["value"].mean()
-    return pd.DataFrame({"domain perplexity": dp, "general score": gen}).dropna().reset_index()
+    gp = primary(results[results["suite"] == "general_ppl"]).groupby("name")["value"].apply(lambda v: float(np.exp(np.log(v).mean())))
+    gs = primary(results[results["suite"] == "general"]).groupby("name")["value"].mean()
+    return pd.DataFrame({"domain perplexity": dp, "general perplexity": gp, "general score": gs}).dropna(
+        subset=["domain perplexity", "general perplexity"]).reset_index()
 
 def figure_tradeoff(trade: pd.DataFrame):
     names = model_order(trade["name"])
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    sns.scatterplot(data=trade, x="domain perplexity", y="general score", hue="name", hue_order=names,
-                    palette=palette(names), s=80, ax=ax)
+    paper = {n: (80 if n in ORDER else 40) for n in names}
+    sns.scatterplot(data=trade, x="domain perplexity", y="general perplexity", hue="name", hue_order=names,
+                    palette=palette(names), size="name", sizes=paper, ax=ax, legend=False)
     for _, r in trade.iterrows():
-        ax.annotate(r["name"], (r["domain perplexity"], r["general score"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set(title="Merges: domain perplexity (lower is better) against general score (higher is better)")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+        ax.annotate(r["name"], (r["domain perplexity"], r["general perplexity"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points", weight="bold" if r["name"] == "CPT-Merge" else "normal")
+    ax.set(title="Merges: domain against general perplexity (lower is better on both)\n"
+                 "CPT-Merge is the paper's TIES merge; sweep_* are the other merges",
+           xlabel="held-out SEC word perplexity", ylabel="general word perplexity (geometric mean)")
     return fig
 
 # %% ../nbs/07_report.ipynb

@@ -6,7 +6,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from sec_nb.report import check_insights, forgetting_table, paper_name
+from sec_nb.report import check_insights, forgetting_table, normalize
 
 
 def known_results() -> pd.DataFrame:
@@ -14,15 +14,18 @@ def known_results() -> pd.DataFrame:
     rows = []
     def add(model, suite, task, metric, value): rows.append(dict(model=model, suite=suite, task=task, metric=metric,
                                                                   value=value, stderr=0.0, n=10))
-    for m, v in [("instruct", 30.0), ("cpt", 12.0), ("ties", 15.0)]: add(m, "domain_ppl", "sec_heldout", "word_perplexity", v)
-    for m, v in [("instruct", 0.1), ("cpt", 0.2), ("ties", 0.3)]: add(m, "domain", "convfinqa", "exact_match", v)
-    for m, v in [("instruct", 0.3), ("cpt", 0.4), ("ties", 0.5)]: add(m, "domain", "tatqa", "exact_match", v)   # CPT improves: disagrees
-    for m, v in [("instruct", 0.5), ("cpt", 0.9), ("ties", 0.8)]: add(m, "domain", "finarg_ecc", "acc", v)
-    for m, v in [("instruct", 0.2), ("cpt", 0.2), ("ties", 0.21)]: add(m, "domain", "ectsum", "rouge1", v)
-    for task, drop in [("agieval_lsat_ar", 0.1), ("hellaswag", 0.12), ("bbh_navigate", 0.01), ("truthfulqa_mc2", 0.02)]:
-        for m, v in [("instruct", 0.6), ("cpt", 0.6 - drop), ("ties", 0.6 - drop / 2)]: add(m, "general", task, "acc", v)
-    for task in ("wikitext", "code_proxy"):
-        for m, v in [("instruct", 50.0), ("cpt", 45.0), ("ties", 47.0)]: add(m, "general_ppl", task, "word_perplexity", v)
+    for m, v in [("instruct", 30.0), ("cpt", 12.0), ("merge_ties", 15.0)]: add(m, "domain_ppl", "sec_heldout", "word_perplexity", v)
+    for m, v in [("instruct", 0.1), ("cpt", 0.2), ("merge_ties", 0.3)]: add(m, "domain", "convfinqa", "exact_match", v)
+    for m, v in [("instruct", 0.3), ("cpt", 0.4), ("merge_ties", 0.5)]: add(m, "domain", "tatqa", "exact_match", v)   # CPT improves: disagrees
+    for m, v in [("instruct", 0.5), ("cpt", 0.9), ("merge_ties", 0.8)]: add(m, "domain", "finarg_ecc", "acc", v)
+    for m, v in [("instruct", 0.2), ("cpt", 0.2), ("merge_ties", 0.21)]: add(m, "domain", "ectsum", "rouge1", v)
+    for suite, task, drop in [("agieval", "agieval_lsat_ar", 0.1), ("gpt4all", "hellaswag", 0.12),
+                              ("bbh", "bbh_navigate", 0.01), ("truthfulqa", "truthfulqa_mc2", 0.02)]:
+        for m, v in [("instruct", 0.6), ("cpt", 0.6 - drop), ("merge_ties", 0.6 - drop / 2)]: add(m, suite, task, "acc", v)
+    for m, v in [("sweep_linear", 14.0), ("sweep_ties_w0.75", 13.0)]: add(m, "domain_ppl", "sec_heldout", "word_perplexity", v)
+    for task in ("ppl_wikitext", "ppl_code"):
+        for m in ("sweep_linear", "sweep_ties_w0.75"): add(m, "general_ppl", task, "word_perplexity", 48.0)
+        for m, v in [("instruct", 50.0), ("cpt", 45.0), ("merge_ties", 47.0)]: add(m, "general_ppl", task, "word_perplexity", v)
     return pd.DataFrame(rows)
 
 
@@ -37,8 +40,7 @@ def write_run(rd):
 
 
 def test_insight_verdicts_are_computed():
-    df = known_results()
-    df["name"] = df["model"].map(paper_name)
+    df = normalize(known_results())
     v = check_insights(df).set_index("insight (paper)")["agrees"]
     assert v["CPT lowers SEC perplexity"] == True
     assert v["merging raises SEC perplexity slightly"] == True
@@ -70,6 +72,9 @@ def test_report_stage_writes_figures_and_tables(report_run):
     assert fig3.to_dict() == {"CPT": 12.0, "CPT-Merge": 15.0, "Instruct": 30.0}
     rec = json.loads((out / "stage.json").read_text())
     assert rec["status"] == "ok" and rec["counts"]["figures"] >= 8 and rec["published"] is False
+    trade = pd.read_csv(out / "merge_tradeoff.csv").set_index("name")
+    assert set(trade.index) == {"Instruct", "CPT", "CPT-Merge", "sweep_linear", "sweep_ties_w0.75"}
+    assert trade.loc["sweep_linear", "general perplexity"] == pytest.approx(48.0)
 
 
 def test_html_report_renders_in_chromium(report_run, tmp_path):

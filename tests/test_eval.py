@@ -1,0 +1,208 @@
+"""The evaluation stage's checks: lm-eval on our task files scores what it should, agrees with a direct
+transformers computation, and refuses bad input before loading any model. Tiny models, trained here in seconds."""
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from sec_nb.config import load_preset
+from sec_nb.evalsets import write_set
+from sec_nb import lmeval
+from sec_nb.lmeval import (EvalInputError, check_inputs, evaluate, generate_task, load_lm, load_tasks, mc_task,
+                           ppl_task, rouge1, run_eval, write_tasks)
+
+GEN = [("Q: ten plus two?\nAnswer:", "12"), ("Q: three times three?\nAnswer:", "9"),
+       ("Q: revenue 2014 minus 2013?\nAnswer:", "-25"), ("Q: share of 5 in 20?\nAnswer:", "0.25")]
+MC = [("Sentence: we expect growth.\nLabel:", ["premise", "claim"], 1),      # two labels, like FinArg
+      ("Sentence: sales were 10 million.\nLabel:", ["premise", "claim"], 0),
+      ("Sentence: margins rose 2 points.\nLabel:", ["premise", "claim"], 0),
+      ("Sentence: this is the best plan.\nLabel:", ["premise", "claim"], 1),
+      ("Sentence: we will win share.\nLabel:", ["premise", "claim"], 1),
+      ("Sentence: debt fell by 5 percent.\nLabel:", ["premise", "claim"], 0)]
+DOCS = ["Net revenue increased 12 percent to $4.2 billion, driven by higher volumes in every segment.",
+        "The company repurchased 3 million shares during the quarter and paid a dividend of $0.25 per share."]
+
+
+def make_tokenizer(folder: Path, texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts * 5, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
+    hf.save_pretrained(folder)
+    return hf
+
+
+def make_model(folder: Path, tok, seed=0, train_texts=None, steps=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    if train_texts:   # (prompt, answer) pairs: learn the answers after their prompts, a model that "knows" them
+        enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
+        pairs = [(enc(p), enc(a)) for p, a in train_texts]
+        L = max(len(p) + len(a) for p, a in pairs)
+        ids = torch.tensor([p + a + [tok.eos_token_id] * (L - len(p) - len(a)) for p, a in pairs])
+        labels = torch.tensor([[-100] * len(p) + a + [-100] * (L - len(p) - len(a)) for p, a in pairs])
+        mask = torch.tensor([[1] * (len(p) + len(a)) + [0] * (L - len(p) - len(a)) for p, a in pairs])
+        opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+        model.train()
+        for _ in range(steps):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(); loss.backward(); opt.step()
+        model.eval()
+        assert loss.item() < 0.05, f"did not memorize: loss {loss.item()}"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    "Task files on a few items, a tokenizer, an untrained model and one trained on the answers."
+    d = tmp_path_factory.mktemp("evalw")
+    gen_items = [{"id": f"g{i}", "query": q, "answer": a} for i, (q, a) in enumerate(GEN)]
+    mc_items = [{"id": f"m{i}", "query": q, "choices": c, "gold": g} for i, (q, c, g) in enumerate(MC)]
+    write_set(gen_items, d / "sets" / "gen.jsonl", source="test", shuffle=False)
+    write_set(mc_items, d / "sets" / "mc.jsonl", source="test", shuffle=False)
+    write_set([{"id": f"d{i}", "text": t} for i, t in enumerate(DOCS)], d / "sets" / "docs.jsonl", source="test",
+              shuffle=False)
+    configs = {"gen": generate_task("gen", d / "sets" / "gen.jsonl", "domain", "convfinqa_results", ["exact_match"], ["\n"], 8),
+               "mc": mc_task("mc", d / "sets" / "mc.jsonl", "domain", [("f1", "f1"), ("mcc", "matthews_corrcoef")]),
+               "ppl": ppl_task("ppl", d / "sets" / "docs.jsonl", "domain_ppl")}
+    write_tasks(d / "tasks", configs)
+    train = [(q, " " + a + "\n") for q, a in GEN] + [(q, " " + c[g]) for q, c, g in MC]
+    tok = make_tokenizer(d / "tok", [p + a for p, a in train] + DOCS)
+    untrained = make_model(d / "untrained", tok, seed=0)
+    trained = make_model(d / "trained", tok, seed=0, train_texts=train, steps=150)
+    return {"dir": d, "tok": tok, "untrained": untrained, "trained": trained,
+            "tasks": load_tasks(["secnb_gen", "secnb_mc", "secnb_ppl"], d / "tasks")}
+
+
+CFG = load_preset("micro")
+torch.set_num_threads(1)   # tiny matmuls: threads only contend on a shared machine
+
+
+def scores(world, model_dir):
+    lm = load_lm(str(model_dir), CFG)
+    lm._max_length = 256
+    res = evaluate(lm, world["tasks"])["results"]
+    return {t[len("secnb_"):]: {k.split(",")[0]: v for k, v in m.items() if "," in k} for t, m in res.items()}
+
+
+def test_model_that_knows_the_answers_scores_one(world):
+    good, bad = scores(world, world["trained"]), scores(world, world["untrained"])
+    assert good["gen"]["exact_match"] == 1.0, good
+    assert good["mc"]["acc"] == 1.0 and good["mc"]["mcc"] == 1.0, good
+    assert bad["gen"]["exact_match"] < 1.0 and bad["mc"]["acc"] < 1.0, bad
+    # memorizing the documents was not asked for: the trained model is no oracle on them
+    assert good["ppl"]["word_perplexity"] > 1.0
+
+
+def test_perplexity_equals_direct_transformers(world):
+    from transformers import AutoModelForCausalLM
+    got = scores(world, world["untrained"])["ppl"]
+    model, tok = AutoModelForCausalLM.from_pretrained(world["untrained"]), world["tok"]
+    ll, words, nbytes = 0.0, 0, 0
+    for text in DOCS:   # shorter than the context: one window, first token predicted after BOS, like lm-eval
+        ids = torch.tensor([[tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits.double(), -1)
+        ll += logp[0, :-1].gather(-1, ids[0, 1:, None]).sum().item()
+        words += len(text.split()); nbytes += len(text.encode())
+    want = {"word_perplexity": math.exp(-ll / words), "byte_perplexity": math.exp(-ll / nbytes),
+            "bits_per_byte": -ll / nbytes / math.log(2)}
+    for k, v in want.items():
+        assert abs(got[k] - v) / v < 1e-4, (k, got[k], v)
+
+
+def test_rouge1_equals_rouge_score_library():
+    from rouge_score import rouge_scorer
+    pred, ref = "the cat sat on the mat", "the cat was on the mat"
+    lib = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True).score(ref, pred)["rouge1"].fmeasure
+    assert rouge1(pred, ref) == lib == pytest.approx(5 / 6)        # 5 shared unigrams out of 6 on each side
+    pred, ref = "Revenues rose 5% to $2.1 billion", "revenue rising to 2.1 billion dollars"
+    lib = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True).score(ref, pred)["rouge1"].fmeasure
+    assert rouge1(pred, ref) == lib and 0 < lib < 1
+    assert lmeval.rouge_results({"summary": ref}, [pred])["rouge1"] == lib
+
+
+# ---- bad input: a clear error before any model is loaded -------------------------------------------------
+
+@pytest.fixture
+def run_dir(tmp_path, world):
+    "A run directory with a broken model (garbage weights): loading it would fail with another error."
+    run = tmp_path / "run"
+    for rel in ("models/base", "models/instruct"):
+        (run / rel).mkdir(parents=True)
+        for f in Path(world["untrained"]).iterdir():
+            (run / rel / f.name).write_bytes(b"not weights" if f.suffix == ".safetensors" else f.read_bytes())
+    ev, ppl = run / "data" / "eval", run / "data" / "ppl"
+    for folder in (ev, ppl):
+        folder.mkdir(parents=True)
+        e = write_set([{"id": "a", "text": "x"}], folder / "x.jsonl", source="test")
+        (folder / "manifest.json").write_text(json.dumps({"files": {"x": e}}))
+    (run / "data" / "sec_heldout").mkdir(parents=True)
+    with gzip.open(run / "data" / "sec_heldout" / "0.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"id": "s", "text": "held out text"}) + "\n")
+    return run
+
+
+def test_missing_model_folder(run_dir):
+    with pytest.raises(EvalInputError, match=r"model 'mine': folder .*nowhere does not exist"):
+        run_eval(run_dir, CFG, extra_models={"mine": str(run_dir / "nowhere")}, suites=["domain_ppl"])
+    (run_dir / "models" / "base" / "config.json").unlink()
+    with pytest.raises(EvalInputError, match=r"model 'base': folder .* lacks config.json"):
+        check_inputs({"base": str(run_dir / "models" / "base")}, run_dir, [], [])
+
+
+def test_dataset_not_matching_manifest(run_dir):
+    (run_dir / "data" / "eval" / "x.jsonl").write_text('{"id": "a", "text": "edited"}\n')
+    with pytest.raises(EvalInputError, match=r"x\.jsonl: sha256 differs from .*manifest\.json"):
+        run_eval(run_dir, CFG, suites=["domain_ppl"])
+
+
+def test_task_file_that_does_not_parse(run_dir, world):
+    tasks = run_dir / "tasks"
+    write_tasks(tasks, {"ppl": ppl_task("ppl", world["dir"] / "sets" / "docs.jsonl", "domain_ppl")})
+    check_inputs({}, tasks, ["secnb_ppl"], [])
+    (tasks / "ppl.yaml").write_text("task: secnb_ppl\ndataset_kwargs: {data_files: [unclosed\n")
+    with pytest.raises(EvalInputError, match=r"task file .*ppl\.yaml does not parse"):
+        check_inputs({}, tasks, ["secnb_ppl"], [])
+
+
+# ---- the evaluation sets -------------------------------------------------------------------------------
+
+def test_prepare_eval_sets(tmp_path):
+    "Every raw release converts in seconds; items are well formed; the manifest catches an edit."
+    import time
+    from sec_nb.datasets import DataError
+    from sec_nb.evalsets import EvalSetError, prepare_eval_sets, verify_sets
+    t0 = time.time()
+    try: prepare_eval_sets(tmp_path / "eval", tmp_path / "ppl", CFG, log=None)
+    except DataError as e: pytest.skip(f"datasets not reachable: {e}")
+    assert time.time() - t0 < 60
+    man = verify_sets(tmp_path / "eval")["files"]
+    assert man["convfinqa"]["records"] == 183 and man["finarg_ecc"]["records"] == 969
+    assert len([k for k in man if k.startswith("agieval_")]) == 8 and len([k for k in man if k.startswith("bbh_")]) == 18
+    for name in ("finarg_ecc", "bbh_snarks", "arc_easy", "hellaswag"):
+        for line in open(tmp_path / "eval" / f"{name}.jsonl"):
+            it = json.loads(line)
+            assert 0 <= it["gold"] < len(it["choices"]) and it["query"].strip()
+    conv = [json.loads(l) for l in open(tmp_path / "eval" / "convfinqa.jsonl")]
+    later = next(c for c in conv if c["turn"] == 2)
+    earlier = next(c for c in conv if c["conversation"] == later["conversation"] and c["turn"] == 1)
+    assert f"Question: {earlier['question']}\nAnswer: {earlier['answer']}\n" in later["query"]   # fed forward
+    assert verify_sets(tmp_path / "ppl")["files"]["wikitext"]["records"] == 62
+    with open(tmp_path / "ppl" / "web.jsonl", "a") as f: f.write('{"id": "x", "text": "added"}\n')
+    with pytest.raises(EvalSetError, match="web.jsonl: sha256 differs"):
+        verify_sets(tmp_path / "ppl")
