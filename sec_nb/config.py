@@ -85,6 +85,8 @@ class TokenSpec:
     vocab_size: int = 4096
     sec_weight: float = 70.0        # paper §4: 70B SEC tokens ...
     general_weight: float = 1.0     # ... mixed with 1B general tokens
+    train_chars: int = 0            # characters of training text the BPE learns from (0: all)
+    max_chars: int = 0              # characters tokenized per corpus, whole documents (0: all)
 
 @dataclass(frozen=True)
 class ClusterSpec:
@@ -161,7 +163,7 @@ MICRO = _mini(
     cpt=TrainSpec(steps=20, micro_batch=8, global_batch=8, lr=2e-3, min_lr=2e-4, warmup_steps=2, save_every=10),
     data=DataSpec(max_filings=40, tasks=2, workers=1, general_max_docs=200, instruct_max=200),
     eval_=EvalSpec(limit=8, batch_size=8, max_gen_toks=16),
-    tokens=TokenSpec(vocab_size=512),
+    tokens=TokenSpec(vocab_size=512, train_chars=1_000_000, max_chars=800_000),
 )
 
 TINY = _mini(
@@ -171,10 +173,10 @@ TINY = _mini(
     sft=TrainSpec(steps=60, micro_batch=16, global_batch=16, lr=5e-4, min_lr=5e-5, warmup_steps=5),
     cpt=TrainSpec(steps=200, micro_batch=16, global_batch=16, lr=1e-3, min_lr=1e-4, warmup_steps=10, save_every=100),
     data=DataSpec(tasks=2, workers=2, general_max_docs=2000, instruct_max=3000),
-    eval_=EvalSpec(limit=50, batch_size=16, max_gen_toks=24),
+    eval_=EvalSpec(limit=16, batch_size=16, max_gen_toks=24),
     merge=MergeSpec(sweep_methods=("linear", "slerp", "task_arithmetic", "dare_ties"),
                     sweep_cpt_weights=(0.25, 0.5, 0.75), sweep_densities=(0.5, 0.75, 1.0)),
-    tokens=TokenSpec(vocab_size=4096),
+    tokens=TokenSpec(vocab_size=4096, train_chars=8_000_000),
 )
 
 SMALL = _mini(

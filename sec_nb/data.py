@@ -5,14 +5,18 @@
 # %% ../nbs/01_data.ipynb 2
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
 import json
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -30,10 +34,11 @@ from datatrove.pipeline.writers import JsonlWriter
 from .edgar import EdgarReader, clean_plain_text
 
 # %% auto 0
-__all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'EdgarExtractor', 'RejectFilter', 'remove_boilerplate', 'quality_reason',
-           'SecQualityFilter', 'MinHasher', 'DedupFilter', 'is_heldout', 'SplitWriter', 'list_filings',
-           'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline', 'account', 'sec_text_documents', 'write_documents',
-           'chunk_text', 'general_documents', 'instruct_examples', 'write_instruct']
+__all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'RejectFilter',
+           'remove_boilerplate', 'quality_reason', 'SecQualityFilter', 'MinHasher', 'dedup_keys', 'DedupKeys',
+           'DedupFilter', 'is_heldout', 'SplitWriter', 'list_filings', 'balanced_order', 'file_sizes', 'build_pipeline',
+           'wait_for_slurm', 'run_sec_pipeline', 'account', 'sec_text_documents', 'write_documents', 'chunk_text',
+           'general_documents', 'instruct_examples', 'write_instruct']
 
 # %% ../nbs/01_data.ipynb
 def html_to_markdown(html: str) -> str:
@@ -44,26 +49,53 @@ def html_to_markdown(html: str) -> str:
                                include_comments=False, deduplicate=False) or ""
 
 
+class ExtractTimeout(BaseException):
+    "Raised by the SIGALRM handler; a BaseException so that `except Exception` in the extractor cannot catch it."
+
+
+def _on_alarm(signum, frame): raise ExtractTimeout()
+
+
+def call_with_time_limit(fn, arg, timeout: float):
+    "`fn(arg)` in this process, interrupted with `ExtractTimeout` after `timeout` seconds (main thread only)."
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return fn(arg)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _can_use_signals() -> bool:
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
 class EdgarExtractor(PipelineStep):
-    "HTML to Markdown (sandboxed, time-limited), plain text cleaned; failures become `reject` reasons."
+    "HTML to Markdown under a per-document time limit, plain text cleaned; failures become `reject` reasons."
     name = "⛏ EDGAR extract"
     type = "🛢 - EXTRAC"
 
-    def __init__(self, timeout: float = 30.0):
+    def __init__(self, timeout: float = 30.0, isolation: str = "auto"):
+        "`isolation`: 'auto' (in-process timer in the main thread, else a sandbox process) or 'process'."
         super().__init__()
-        self.timeout = timeout
+        assert isolation in ("auto", "process"), isolation
+        self.timeout, self.isolation = timeout, isolation
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        with ExtractorSandbox(timeout=self.timeout, warmup_text="<html></html>") as box:
+        in_process = self.isolation == "auto" and _can_use_signals()
+        with contextlib.nullcontext() if in_process else ExtractorSandbox(timeout=self.timeout, warmup_text="<html></html>") as box:
+            extract = (lambda html: call_with_time_limit(html_to_markdown, html, self.timeout)) if in_process \
+                else (lambda html: box.process_document(html, html_to_markdown))
             for doc in data:
                 m = doc.metadata
                 if not m.get("reject"):
                     with self.track_time():
                         if m["payload"] == "html":
                             try:
-                                doc.text = box.process_document(doc.text, html_to_markdown)
+                                doc.text = extract(doc.text)
                                 m["format"] = "markdown"
-                            except TimeoutError: m["reject"] = "extract_timeout"
+                            except (TimeoutError, ExtractTimeout): m["reject"] = "extract_timeout"
                             except EOFError: m["reject"] = "extract_crashed"
                             except Exception as e: m["reject"], m["error"] = "extract_error", repr(e)[:200]
                         else:
@@ -89,12 +121,15 @@ def remove_boilerplate(text: str) -> str:
     "Text without navigation and pagination lines."
     return "\n".join(l for l in text.split("\n") if not _BOILER_RE.match(l)).strip()
 
+_SPACE_RE, _NOT_LETTER_RE = re.compile(r"\s+"), re.compile(r"[\W\d_]+")
+
 def quality_reason(text: str, min_words: int = 50) -> str | None:
     "Why `text` fails the heuristics above, or None when it passes."
     words = text.split()
     if len(words) < min_words: return "too_short"
-    n_chars = len(text) - len(re.findall(r"\s", text))
-    if len(re.findall(r"[^\W\d_]", text)) / max(n_chars, 1) < 0.25: return "low_alpha"
+    n_chars = len(_SPACE_RE.sub("", text))              # non-space characters
+    n_letters = len(_NOT_LETTER_RE.sub("", text))      # counts [^\W\d_] without a list of one-letter strings
+    if n_letters / max(n_chars, 1) < 0.25: return "low_alpha"
     mean_len = sum(map(len, words)) / len(words)
     if not 2.5 <= mean_len <= 12: return "odd_words"
     lines = [l.strip() for l in text.split("\n") if l.strip()]
@@ -111,6 +146,7 @@ class SecQualityFilter(BaseFilter):
         self.min_words = min_words
 
     def filter(self, doc: Document):
+        if "dedup_keys" in doc.metadata: return True      # cleaned and checked already, in the extract step
         doc.text = remove_boilerplate(doc.text)
         reason = quality_reason(doc.text, self.min_words)
         return (False, reason) if reason else True
@@ -138,13 +174,44 @@ class MinHasher:
         self.a = rng.randint(1, 2**32 - 1, size=bands * rows, dtype=np.uint64)
         self.b = rng.randint(0, 2**32 - 1, size=bands * rows, dtype=np.uint64)
 
-    def signature(self, text: str) -> np.ndarray:
-        h = _shingle_hashes(text)[:, None]
-        return (((h * self.a + self.b) % _P) & _M32).min(axis=0)
+    def signature(self, text: str, chunk: int = 4096) -> np.ndarray:
+        "The minimum of each hash function over the shingles, as uint32 (in chunks, to stay in cache)."
+        sig = np.full(self.a.shape, np.iinfo(np.uint64).max, dtype=np.uint64)
+        for h in _chunks(_shingle_hashes(text), chunk):
+            x = h[:, None] * self.a + self.b                 # wraps modulo 2^64, deterministically
+            x = (x & _P) + (x >> np.uint64(61))               # x mod (2^61-1) without a division: 2^61 = 1 (mod P)
+            x = np.where(x >= _P, x - _P, x)
+            np.minimum(sig, (x & _M32).min(axis=0), out=sig)
+        return sig.astype(np.uint32)
 
-    def band_keys(self, text: str) -> list[bytes]:
-        sig = self.signature(text)
+    def band_keys(self, sig: np.ndarray) -> list[bytes]:
         return [bytes([i]) + sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
+
+
+def _chunks(a: np.ndarray, n: int):
+    for i in range(0, len(a), n): yield a[i:i + n]
+
+
+def dedup_keys(text: str, hasher: MinHasher) -> dict:
+    "The exact key (sha1 of the normalised text) and the MinHash signature (hex) of a document."
+    norm = " ".join(text.lower().split())
+    return {"exact": hashlib.sha1(norm.encode()).hexdigest(), "minhash": hasher.signature(norm).tobytes().hex()}
+
+
+class DedupKeys(PipelineStep):
+    "Computes each document's dedup keys where the work is parallel; `DedupFilter` then only compares them."
+    name = "🔑 dedup keys"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, bands: int = 14, rows: int = 8):
+        super().__init__()
+        self.hasher = MinHasher(bands, rows)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            with self.track_time():
+                doc.metadata["dedup_keys"] = dedup_keys(doc.text, self.hasher)
+            yield doc
 
 
 class DedupFilter(BaseFilter):
@@ -157,18 +224,20 @@ class DedupFilter(BaseFilter):
         self.exact, self.bands = {}, {}
 
     def filter(self, doc: Document):
-        norm = " ".join(doc.text.lower().split())
-        key = hashlib.sha1(norm.encode()).hexdigest()
-        if key in self.exact:
-            doc.metadata["duplicate_of"] = self.exact[key]
+        # keys computed by DedupKeys in the extract step travel in the metadata; they are not part of the output
+        keys = doc.metadata.pop("dedup_keys", None) or dedup_keys(doc.text, self.hasher)
+        if keys["exact"] in self.exact:
+            doc.metadata["duplicate_of"] = self.exact[keys["exact"]]
             return False, "exact_duplicate"
-        keys = self.hasher.band_keys(norm)
-        for k in keys:
+        sig = np.frombuffer(bytes.fromhex(keys["minhash"]), dtype=np.uint32)
+        assert len(sig) == self.hasher.bands * self.hasher.rows, f"{doc.id}: signature of {len(sig)} values"
+        bands = self.hasher.band_keys(sig)
+        for k in bands:
             if k in self.bands:
                 doc.metadata["duplicate_of"] = self.bands[k]
                 return False, "near_duplicate"
-        self.exact[key] = doc.id
-        for k in keys: self.bands[k] = doc.id
+        self.exact[keys["exact"]] = doc.id
+        for k in bands: self.bands[k] = doc.id
         return True
 
 # %% ../nbs/01_data.ipynb
@@ -207,6 +276,18 @@ def list_filings(source: str, max_filings: int = 0) -> list[str]:
     return files
 
 
+def balanced_order(files: list[str], sizes: dict[str, int], tasks: int) -> list[str]:
+    "`files` largest first in snake order, so datatrove's round-robin sharding gives every task similar bytes."
+    by_size = sorted(files, key=lambda f: (-sizes.get(f, 0), f))
+    rounds = [by_size[i:i + tasks] for i in range(0, len(by_size), tasks)]
+    return [f for k, r in enumerate(rounds) for f in (r if k % 2 == 0 else r[::-1])]
+
+
+def file_sizes(source: str) -> dict[str, int]:
+    "Sizes of the files under `source` (one listing, local or S3)."
+    return {f: info.get("size", 0) or 0 for f, info in get_datafolder(source).find("", detail=True).items()}
+
+
 def _clear(folder) -> None:
     df = get_datafolder(str(folder))
     if df.exists(""): df.rm("", recursive=True)
@@ -225,6 +306,9 @@ def _executor(pipeline, tasks, workers, logging_dir, executor, depends=None, slu
             slurm_logs_folder=slurm.get("logs"), requeue=False, mail_type="NONE",
             sbatch_args=slurm.get("sbatch_args"))
     from datatrove.executor import LocalPipelineExecutor
+    if workers > 1:      # pool workers fork from a server that has imported this module once
+        import multiprocess.forkserver
+        multiprocess.forkserver.set_forkserver_preload(["__main__", "sec_nb.data"])
     return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir,
                                  depends=depends, skip_completed=False)
 
@@ -240,7 +324,8 @@ def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1
         EdgarExtractor(timeout=timeout),
         RejectFilter(exclusion_writer=rej("format")),
         SecQualityFilter(min_words=min_words, exclusion_writer=rej("quality")),
-        JsonlWriter(f"{out}/work/extracted", output_filename="${rank}.jsonl.gz"),
+        DedupKeys(),
+        JsonlWriter(f"{out}/work/extracted", output_filename="${rank}.jsonl", compression=None),
     ], tasks, workers, f"{out}/work/logs/extract", executor, slurm=slurm, name="sec_extract")
     readers = [JsonlReader(f"{out}/work/extracted")] + [JsonlReader(f) for f in extra_folders]
     dedup = _executor(readers + [
@@ -267,9 +352,10 @@ def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor
     out = output.rstrip("/")
     for sub in ("sec_train", "sec_heldout", "rejected", "work"): _clear(f"{out}/{sub}")
     files = list_filings(source, max_filings)
-    paths_file = f"{out}/work/paths.txt"
-    with get_datafolder(f"{out}/work").open("paths.txt", "w") as f: f.write("\n".join(files) + "\n")
     tasks = max(1, min(kw.pop("tasks", 2), len(files)))
+    paths_file = f"{out}/work/paths.txt"
+    with get_datafolder(f"{out}/work").open("paths.txt", "w") as f:
+        f.write("\n".join(balanced_order(files, file_sizes(source), tasks)) + "\n")
     extract, dedup = build_pipeline(source, out, tasks=tasks, paths_file=paths_file, executor=executor, **kw)
     t0 = time.time()
     dedup.run()
@@ -285,8 +371,8 @@ def _read_jsonl_folder(folder: str):
     df = get_datafolder(folder)
     if not df.exists(""): return
     for name in sorted(df.list_files(recursive=True)):
-        if not name.endswith(".jsonl.gz"): continue
-        with df.open(name, "rb") as f, gzip.open(f, "rt") as g:
+        if not name.endswith((".jsonl.gz", ".jsonl")): continue
+        with df.open(name, "rb") as f, (gzip.open(f, "rt") if name.endswith(".gz") else io.TextIOWrapper(f)) as g:
             for line in g:
                 if line.strip(): yield json.loads(line)
 

@@ -1,0 +1,135 @@
+"""Tokens/s of the Megatron-Core trainer (sec_nb.trainer) against a plain PyTorch loop training HF
+LlamaForCausalLM of the same size on the same batches, and 2 processes data parallel against 1.
+
+    python bench/trainer_bench.py [--preset tiny] [--steps 20] [--repeats 3] [--out bench/trainer_bench.md]
+
+Each configuration runs `--repeats` times, interleaved (so machine noise hits all alike); a run's speed is the
+median tokens/s of its steps after two warm-up steps; the table reports the median over runs."""
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_data(d: Path, vocab: int):
+    from sec_nb.trainer import write_indexed
+    rng = np.random.default_rng(0)
+    docs = [list(rng.integers(1, vocab, size=int(rng.integers(50, 400)))) + [0] for _ in range(2000)]
+    write_indexed(d / "bench", docs, vocab_size=vocab)
+    return d / "bench"
+
+
+def job(cfg, spec, prefix, out):
+    from sec_nb.trainer import job_dict
+    return job_dict(spec, cfg.model, [prefix], None, out, eod=0, log_every=0, resume=False)
+
+
+def megatron_run(cfg, spec, prefix, out, nproc=1):
+    "tokens/s of sec_nb.trainer (median over steps 3..), as a subprocess (torchrun when nproc > 1)."
+    out.mkdir(parents=True, exist_ok=True)
+    jp = out / "job.json"
+    jp.write_text(json.dumps(job(cfg, spec, prefix, out)))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(max(1, os.cpu_count() // nproc))}
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1
+           else [sys.executable]) + ["-m", "sec_nb.trainer", str(jp)]
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(r["tokens_per_s"] for r in recs[2:]), [r["lm_loss"] for r in recs]
+
+
+def hf_run(cfg, spec, prefix, out):
+    "tokens/s of a plain loop: HF LlamaForCausalLM, torch AdamW, the same samples in the same order."
+    code = f"""
+import json, statistics, time, torch
+from pathlib import Path
+from sec_nb.config import load_preset
+from sec_nb.convert import hf_config
+from sec_nb.trainer import build_dataset, init_distributed
+from transformers import LlamaForCausalLM
+cfg = load_preset({cfg.name!r}); spec = cfg.pretrain
+torch.manual_seed(1234)
+init_distributed()
+ds = build_dataset([{str(prefix)!r}], None, {spec.steps} * spec.global_batch, cfg.model.seq_len, 0, cfg.model.vocab_size, 1234, {str(out / 'cache')!r})
+model = LlamaForCausalLM(hf_config(cfg.model))
+opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=spec.weight_decay)
+speeds, losses = [], []
+for step in range({spec.steps}):
+    t0 = time.time()
+    items = [ds[step * spec.global_batch + j] for j in range(spec.global_batch)]
+    x = torch.stack([i["tokens"] for i in items]); y = torch.stack([i["labels"] for i in items])
+    logits = model(input_ids=x).logits
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+    opt.zero_grad(); loss.backward(); opt.step()
+    speeds.append(x.numel() / (time.time() - t0)); losses.append(loss.item())
+print(json.dumps({{"tps": statistics.median(speeds[2:]), "losses": losses}}))
+"""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(os.cpu_count())}
+    r = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    return res["tps"], res["losses"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
+    a = ap.parse_args()
+    from sec_nb.config import load_preset
+    cfg = load_preset(a.preset)
+    spec = dataclasses.replace(cfg.pretrain, steps=a.steps, save_every=10_000, warmup_steps=2)
+    cfg = dataclasses.replace(cfg, pretrain=spec)
+    res = {"megatron_1proc": [], "hf_plain_loop": [], "megatron_2proc_dp": []}
+    losses = {}
+    with tempfile.TemporaryDirectory() as t:
+        t = Path(t)
+        prefix = make_data(t, cfg.model.vocab_size)
+        for r in range(a.repeats):
+            tps, losses["megatron"] = megatron_run(cfg, spec, prefix, t / f"m1_{r}")
+            res["megatron_1proc"].append(tps)
+            tps, losses["hf"] = hf_run(cfg, spec, prefix, t / f"hf_{r}")
+            res["hf_plain_loop"].append(tps)
+            tps, losses["megatron_dp2"] = megatron_run(cfg, spec, prefix, t / f"m2_{r}", nproc=2)
+            res["megatron_2proc_dp"].append(tps)
+            print(r, {k: round(v[-1]) for k, v in res.items()}, flush=True)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    m = cfg.model
+    lines = [
+        "# Trainer benchmark: Megatron-Core trainer vs a plain PyTorch loop",
+        "",
+        f"Generated by `python bench/trainer_bench.py --preset {a.preset} --steps {a.steps} --repeats {a.repeats}` "
+        f"on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, fp32, "
+        f"{time.strftime('%Y-%m-%d')}. The machine was shared with other work: treat differences under ~10% as noise.",
+        "",
+        f"Model: the `{a.preset}` preset's Llama ({m.n_layers} layers, hidden {m.hidden}, {m.n_heads} heads / "
+        f"{m.n_kv_heads} KV heads, vocab {m.vocab_size}, seq {m.seq_len}; {m.n_params()/1e6:.2f}M parameters), "
+        f"global batch {spec.global_batch} sequences. Same samples in the same order (GPTDataset, seed 1234). "
+        "Per run: median tokens/s over steps 3..N; table: median (min-max) over runs.",
+        "",
+        "| configuration | tokens/s | runs | vs plain loop |",
+        "|---|---|---|---|",
+    ]
+    for k, v in res.items():
+        lines.append(f"| {k} | {med[k]:,.0f} ({min(v):,.0f}-{max(v):,.0f}) | {len(v)} | {med[k] / med['hf_plain_loop']:.2f}x |")
+    lines += ["", f"Megatron 1 process / plain loop: **{med['megatron_1proc'] / med['hf_plain_loop']:.2f}x** (target >= 0.95x). "
+              f"2 processes data parallel / 1 process: **{med['megatron_2proc_dp'] / med['megatron_1proc']:.2f}x** "
+              f"(2 processes share {os.cpu_count()} cores: each gets {max(1, os.cpu_count() // 2)} thread(s)).",
+              "", f"Last-step losses: megatron {losses['megatron'][-1]:.4f}, megatron 2-proc DP {losses['megatron_dp2'][-1]:.4f}, "
+              f"HF loop {losses['hf'][-1]:.4f} (different initialisations; the DP run should equal the 1-proc run)."]
+    Path(a.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The Megatron-Core trainer: exact resume after a real kill, the blend weights, SLURM submission, the tokenizer."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sec_nb.config import load_preset
+
+MICRO = load_preset("micro")
+
+
+def _docs(n, lo, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        yield list(rng.integers(lo, lo + 100, size=int(rng.integers(20, 200)))) + [0]   # 0 = EOD
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    "Two small indexed datasets with disjoint token ranges: a (ids 1-100) and b (ids 300-400)."
+    from sec_nb.trainer import write_indexed
+    d = tmp_path_factory.mktemp("idx")
+    write_indexed(d / "a", _docs(200, 1, 0), vocab_size=512)
+    write_indexed(d / "b", _docs(200, 300, 1), vocab_size=512)
+    return d
+
+
+def _job(data, out, steps=12, save_every=4):
+    from sec_nb.trainer import job_dict
+    spec = dataclasses.replace(MICRO.pretrain, steps=steps, save_every=save_every, warmup_steps=2)
+    job = job_dict(spec, MICRO.model, [data / "a", data / "b"], [70, 1], out, eod=0, log_every=0)
+    path = Path(str(out) + ".json")
+    path.write_text(json.dumps(job))
+    return path
+
+
+def _losses(out):
+    return {r["iteration"]: r["lm_loss"] for r in map(json.loads, (Path(out) / "metrics.jsonl").read_text().splitlines())}
+
+
+def _start(job):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "sec_nb.trainer", str(job)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_resume_after_kill_equals_uninterrupted(data, tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    p_ref = _start(_job(data, ref))
+    p = _start(_job(data, killed))
+    metrics = killed / "metrics.jsonl"
+    t0 = time.time()
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 6):   # past the checkpoint at 4
+        assert p.poll() is None, p.stdout.read()
+        assert time.time() - t0 < 90, "the run did not reach step 6"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert (killed / "checkpoints" / "latest").read_text() == "iter_0000004"
+    assert max(_losses(killed)) < 12
+    out, _ = _start(_job(data, killed)).communicate(timeout=120)    # the rerun resumes at step 4
+    assert '"start": 4' in out, out
+    out_ref, _ = p_ref.communicate(timeout=120)
+    assert p_ref.returncode == 0, out_ref
+    a, b = _losses(ref), _losses(killed)
+    assert sorted(b) == list(range(1, 13))
+    assert all(a[i] == b[i] for i in range(1, 13)), (a, b)   # bit-equal losses after the resume
+    assert a[12] < a[1]
+
+
+def test_blend_follows_weights(data, tmp_path):
+    from sec_nb.trainer import build_dataset, init_distributed
+    init_distributed()   # a one-process group, as in a notebook
+    ds = build_dataset([data / "a", data / "b"], [70, 1], 3550, 64, 0, 512, 1234, tmp_path / "cache")
+    from_b = np.mean([int(ds[i]["tokens"].max()) >= 300 for i in range(len(ds))])
+    assert abs(from_b - 1 / 71) < 0.003, from_b
+    counts = np.bincount(ds.dataset_index, minlength=2)
+    assert abs(counts[0] / counts[1] - 70) < 1.5, counts
+
+
+def test_slurm_two_task_job(data, tmp_path, slurm_cluster):
+    "A real sbatch job: 2 tasks of the micro preset (srun + torchrun, gloo), submitted, waited for, picked up again."
+    from sec_nb.config import ClusterSpec
+    from sec_nb.trainer import launch
+    from sec_nb.trainer import job_dict
+    cluster = ClusterSpec(launcher="slurm", nodes=1, procs_per_node=2, time_limit="00:05:00")
+    spec = dataclasses.replace(MICRO.pretrain, steps=4, save_every=4)
+    job = job_dict(spec, MICRO.model, [data / "a", data / "b"], [70, 1], tmp_path / "run", eod=0, log_every=0)
+    r = launch(job, cluster)
+    assert r["state"] == "COMPLETED" and r["iteration"] == 4 and r["checkpoint"].endswith("iter_0000004"), r
+    script = (tmp_path / "run" / "train.sbatch").read_text()
+    assert "--ntasks-per-node=2" in script and "--nproc_per_node=2" in script and "MASTER_ADDR=" in script
+    log = next((tmp_path / "run").glob("slurm-*.out")).read_text()
+    assert '"iteration": 4' in log
+    again = launch(job, cluster)          # a rerun picks up the recorded job instead of submitting another
+    assert again["job_id"] == r["job_id"] and again["losses"] == r["losses"]
+
+
+def test_tokenizer_round_trip_and_masks(tmp_path):
+    from transformers import AutoTokenizer
+    from sec_nb.tokens import encode_instruct, train_tokenizer
+    texts = ["Item 7. Management's Discussion and Analysis of Financial Condition.", "Net income was $4.2 million."] * 40
+    train_tokenizer(texts, 320, tmp_path / "tok")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    for t in texts[:2] + ["unseen: ünïcödé 10-K ✓"]:
+        assert tok.decode(tok(t, add_special_tokens=False)["input_ids"]) == t
+    assert (tok.eos_token, tok.pad_token, len(tok)) == ("<|end_of_text|>", "<|pad|>", 320)
+    ids, mask = encode_instruct(tok, "Define EBITDA.", "Earnings before interest.")
+    assert ids[-1] == tok.eos_token_id and mask[0] == 0 and mask[-2] == 1
+    assert tok.decode([i for i, m in zip(ids, mask) if m]) == "Earnings before interest.<|eot_id|>"
+    assert tok.decode([i for i, m in zip(ids, mask) if not m]).startswith("<|begin_of_text|><|start_header_id|>user")
+
+
+def test_prompt_mask_reaches_the_loss_mask(tmp_path):
+    "MaskedGPTDataset multiplies GPTDataset's loss mask by the `_mask` companion, window for window."
+    from sec_nb.trainer import build_dataset, init_distributed, write_indexed
+    init_distributed()
+    docs = [[5] * 10 + [7] * 10 + [0] for _ in range(50)]             # prompt 5s, response 7s, EOD
+    masks = [[0] * 10 + [1] * 10 + [0] for _ in range(50)]
+    write_indexed(tmp_path / "sft", docs, vocab_size=512)
+    write_indexed(tmp_path / "sft_mask", masks, dtype=np.uint8)
+    ds = build_dataset([tmp_path / "sft"], None, 20, 32, 0, 512, 1, tmp_path / "cache")
+    for i in range(len(ds)):
+        s = ds[i]
+        assert bool(((s["labels"] == 7) == (s["loss_mask"] == 1)).all()), s
