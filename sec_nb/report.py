@@ -264,5 +264,6 @@ def stage_times(run_dir) -> pd.DataFrame:
     rows = []
     for p in sorted(Path(run_dir).glob("*/stage.json")):
         rec = json.loads(p.read_text())
-        rows.append({"stage": rec.get("stage", p.parent.name), "status": rec.get("status"), "seconds": rec.get("seconds")})
-    return pd.DataFrame(rows)
+        rows.append({"notebook": Path(rec.get("notebook", "")).name, "stage": rec.get("stage", p.parent.name),
+                     "status": rec.get("status"), "seconds": rec.get("seconds")})
+    return pd.DataFrame(rows).sort_values("notebook").reset_index(drop=True)
