@@ -3,6 +3,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+import sys as _sys
+from pathlib import Path as _Path
+
+SEC_NB = str(_Path(_sys.executable).parent / "sec-nb")   # the installed command, whether or not the venv is on PATH
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}}
 
 

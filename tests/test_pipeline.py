@@ -5,6 +5,8 @@ import subprocess
 
 import pytest
 
+from conftest import SEC_NB
+
 from sec_nb.config import project_root
 from sec_nb.run import discover_stages
 
@@ -14,7 +16,7 @@ STAGES = [s.name for s in discover_stages(project_root() / "nbs")]
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("micro")
-    cmd = ["sec-nb", "run", "--preset", "micro", "--run-dir", str(run_dir), "--no-progress"]
+    cmd = [SEC_NB, "run", "--preset", "micro", "--run-dir", str(run_dir), "--no-progress"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert first.returncode == 0, first.stdout + first.stderr
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -6,6 +6,8 @@ import subprocess
 import pandas as pd
 import pytest
 
+from conftest import SEC_NB
+
 from sec_nb.report import check_insights, forgetting_table, normalize
 
 
@@ -57,7 +59,7 @@ def test_insight_verdicts_are_computed():
 def report_run(tmp_path_factory):
     rd = tmp_path_factory.mktemp("run")
     write_run(rd)
-    r = subprocess.run(["sec-nb", "run", "--preset", "micro", "--only", "report", "--run-dir", str(rd), "--no-progress"],
+    r = subprocess.run([SEC_NB, "run", "--preset", "micro", "--only", "report", "--run-dir", str(rd), "--no-progress"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     return rd

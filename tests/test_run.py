@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import write_stage_nb
+from conftest import write_stage_nb, SEC_NB
 from sec_nb.run import StageFailed, discover_stages, main, parse_params, run_pipeline
 
 
@@ -104,7 +104,7 @@ def test_parse_params_reads_yaml_scalars():
 
 
 def test_sec_nb_command_is_installed():
-    presets = subprocess.run(["sec-nb", "presets"], capture_output=True, text=True)
+    presets = subprocess.run([SEC_NB, "presets"], capture_output=True, text=True)
     assert presets.returncode == 0 and "llama3-70b" in presets.stdout
 
 
