@@ -161,7 +161,8 @@ MICRO = _mini(
     pre=TrainSpec(steps=30, micro_batch=8, global_batch=8, lr=3e-3, min_lr=3e-4, warmup_steps=3),
     sft=TrainSpec(steps=10, micro_batch=8, global_batch=8, lr=1e-3, min_lr=1e-4, warmup_steps=1),
     cpt=TrainSpec(steps=20, micro_batch=8, global_batch=8, lr=2e-3, min_lr=2e-4, warmup_steps=2, save_every=10),
-    data=DataSpec(max_filings=40, tasks=2, workers=1, general_max_docs=200, instruct_max=200),
+    # two workers, so that the tests exercise the multi-process path the other presets take
+    data=DataSpec(max_filings=40, tasks=2, workers=2, general_max_docs=200, instruct_max=200),
     eval_=EvalSpec(limit=8, batch_size=8, max_gen_toks=16),
     tokens=TokenSpec(vocab_size=512, train_chars=1_000_000, max_chars=800_000),
 )

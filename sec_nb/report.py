@@ -95,15 +95,16 @@ def benchmark_group(task: str) -> str:
     return next((g for prefix, g in GROUPS if t.startswith(prefix) or f"_{prefix}" in t), task)
 
 # %% ../nbs/07_report.ipynb
-def _bar(table: pd.DataFrame, x: str, y: str, title: str, ylabel: str, hue="name", col=None):
+def _bar(table: pd.DataFrame, x: str, y: str, title: str, ylabel: str, hue="name", col=None, log=False):
     names = model_order(table[hue])
     g = sns.catplot(data=table, kind="bar", x=x, y=y, hue=hue, hue_order=names, palette=palette(names),
-                    col=col, col_wrap=min(4, table[col].nunique()) if col else None, sharey=False,
-                    height=3.4, aspect=1.3, legend_out=True)
-    g.set_axis_labels("" if x == "name" else x.replace("_", " "), ylabel)
+                    order=names if x == hue else None, col=col, col_wrap=min(4, table[col].nunique()) if col else None,
+                    sharey=False, height=3.4, aspect=max(1.3, 0.4 * table[x].nunique()), legend_out=True)
+    g.set_axis_labels("" if x == "name" else x.replace("_", " "), ylabel + (" (log scale)" if log else ""))
     for ax in g.axes.flat:
+        if log: ax.set_yscale("log")
         ax.tick_params(axis="x", rotation=30)
-        for c in ax.containers: ax.bar_label(c, fmt="%.3g", fontsize=7)
+        for c in ax.containers: ax.bar_label(c, fmt="%.3g", fontsize=6, rotation=90 if len(names) * table[x].nunique() > 8 else 0, padding=2)
     g.figure.suptitle(title, y=1.03)
     return g.figure
 
@@ -113,7 +114,12 @@ def figure_1_2(metrics: pd.DataFrame):
     for col, title, ylabel in [("lm_loss", "Figure 1: LM loss during continual pre-training", "LM loss (nats/token)"),
                                ("lr", "Figure 2: learning rate during continual pre-training", "learning rate")]:
         fig, ax = plt.subplots(figsize=(6.5, 3.4))
-        sns.lineplot(data=metrics, x="consumed_tokens", y=col, ax=ax, color=_FIXED["CPT"])
+        sns.lineplot(data=metrics, x="consumed_tokens", y=col, ax=ax, color=_FIXED["CPT"], alpha=0.35 if col == "lm_loss" else 1,
+                     label="per step" if col == "lm_loss" else None)
+        if col == "lm_loss":   # the per-step loss is noisy at small batch sizes: show a running mean too
+            smooth = metrics[col].rolling(max(len(metrics) // 20, 1), min_periods=1).mean()
+            ax.plot(metrics["consumed_tokens"], smooth, color=_FIXED["CPT"], label="running mean")
+            ax.legend()
         ax.set(title=title, xlabel="consumed tokens", ylabel=ylabel)
         figs.append(fig)
     table = metrics[["iteration", "consumed_tokens", "lm_loss", "lr"]]
@@ -123,7 +129,7 @@ def figure_3(results: pd.DataFrame):
     "Figure 3: domain-specific (held-out SEC) perplexity by model; lower is better."
     t = primary(compared(results)[lambda d: d["suite"] == "domain_ppl"])
     fig = _bar(t, "name", "value", "Figure 3: domain perplexity on held-out SEC text (lower is better)",
-               t["metric"].iloc[0].split(",")[0].replace("_", " ") if len(t) else "perplexity")
+               t["metric"].iloc[0].split(",")[0].replace("_", " ") if len(t) else "perplexity", log=True)
     return fig, t
 
 def figure_4(results: pd.DataFrame):
@@ -142,7 +148,7 @@ def figure_6(results: pd.DataFrame):
     "Figure 6: general perplexity by dataset and model (stand-ins labelled); lower is better."
     t = primary(compared(results)[lambda d: d["suite"] == "general_ppl"])
     t = t.assign(corpus=t["task"].map(lambda x: CORPUS_LABELS.get(x, x)))
-    return _bar(t, "corpus", "value", "Figure 6: general perplexity by dataset (lower is better)", "word perplexity"), t
+    return _bar(t, "corpus", "value", "Figure 6: general perplexity by dataset (lower is better)", "word perplexity", log=True), t
 
 # %% ../nbs/07_report.ipynb
 def _score(t: pd.DataFrame, name: str, task_prefix: str | None = None):
@@ -244,7 +250,8 @@ def figure_tradeoff(trade: pd.DataFrame):
                     textcoords="offset points", weight="bold" if r["name"] == "CPT-Merge" else "normal")
     ax.set(title="Merges: domain against general perplexity (lower is better on both)\n"
                  "CPT-Merge is the paper's TIES merge; sweep_* are the other merges",
-           xlabel="held-out SEC word perplexity", ylabel="general word perplexity (geometric mean)")
+           xlabel="held-out SEC word perplexity (log scale)", ylabel="general word perplexity, geometric mean (log scale)",
+           xscale="log", yscale="log")
     return fig
 
 # %% ../nbs/07_report.ipynb
