@@ -325,14 +325,14 @@ def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1
         RejectFilter(exclusion_writer=rej("format")),
         SecQualityFilter(min_words=min_words, exclusion_writer=rej("quality")),
         DedupKeys(),
-        JsonlWriter(f"{out}/work/extracted", output_filename="${rank}.jsonl", compression=None),
-    ], tasks, workers, f"{out}/work/logs/extract", executor, slurm=slurm, name="sec_extract")
-    readers = [JsonlReader(f"{out}/work/extracted")] + [JsonlReader(f) for f in extra_folders]
+        JsonlWriter(f"{out}/scratch/extracted", output_filename="${rank}.jsonl", compression=None),
+    ], tasks, workers, f"{out}/scratch/logs/extract", executor, slurm=slurm, name="sec_extract")
+    readers = [JsonlReader(f"{out}/scratch/extracted")] + [JsonlReader(f) for f in extra_folders]
     dedup = _executor(readers + [
         SecQualityFilter(min_words=min_words, exclusion_writer=rej("quality_extra")),
         DedupFilter(exclusion_writer=rej("dedup")),
         SplitWriter(f"{out}/sec_train", f"{out}/sec_heldout", heldout_pct),
-    ], 1, 1, f"{out}/work/logs/dedup", executor, depends=extract, slurm=slurm, name="sec_dedup")
+    ], 1, 1, f"{out}/scratch/logs/dedup", executor, depends=extract, slurm=slurm, name="sec_dedup")
     return extract, dedup
 
 
@@ -350,18 +350,18 @@ def wait_for_slurm(logging_dir: str, tasks: int, timeout_s: float = 600) -> None
 def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor: str = "local", **kw) -> dict:
     "Run the whole SEC pipeline from `source` to `output` (local or s3://); returns the accounting."
     out = output.rstrip("/")
-    for sub in ("sec_train", "sec_heldout", "rejected", "work"): _clear(f"{out}/{sub}")
+    for sub in ("sec_train", "sec_heldout", "rejected", "scratch"): _clear(f"{out}/{sub}")
     files = list_filings(source, max_filings)
     tasks = max(1, min(kw.pop("tasks", 2), len(files)))
-    paths_file = f"{out}/work/paths.txt"
-    with get_datafolder(f"{out}/work").open("paths.txt", "w") as f:
+    paths_file = f"{out}/scratch/paths.txt"
+    with get_datafolder(f"{out}/scratch").open("paths.txt", "w") as f:
         f.write("\n".join(balanced_order(files, file_sizes(source), tasks)) + "\n")
     extract, dedup = build_pipeline(source, out, tasks=tasks, paths_file=paths_file, executor=executor, **kw)
     t0 = time.time()
     dedup.run()
     if executor == "slurm":
-        wait_for_slurm(f"{out}/work/logs/extract", tasks)
-        wait_for_slurm(f"{out}/work/logs/dedup", 1)
+        wait_for_slurm(f"{out}/scratch/logs/extract", tasks)
+        wait_for_slurm(f"{out}/scratch/logs/dedup", 1)
     acc = account(out)
     acc["files"], acc["seconds"] = len(files), round(time.time() - t0, 2)
     return acc
@@ -407,8 +407,8 @@ def account(output: str) -> dict:
             by["reason"][reason].update(docs=1, bytes=m.get("bytes", 0))
             by["form"][m.get("form", "")].update(rejected=1)
             by["payload"][m.get("payload", "")].update(rejected=1)
-    read = _reader_total(f"{out}/work/logs/extract") + _reader_total(f"{out}/work/logs/dedup") \
-        - _count_folder(f"{out}/work/extracted")
+    read = _reader_total(f"{out}/scratch/logs/extract") + _reader_total(f"{out}/scratch/logs/dedup") \
+        - _count_folder(f"{out}/scratch/extracted")
     filings = {s: sum(1 for k in kept if k.startswith(f"filings_{s}:")) for s in ("sec_train", "sec_heldout")}
     kept = Counter({k: v for k, v in kept.items() if not k.startswith("filings_")})
     acc = {"read": read, "kept": dict(kept), "rejected": dict(rejected), "filings_kept": filings,

@@ -196,4 +196,4 @@ def test_slurm_executor(slurm_cluster, tmp_path):
     acc = run_sec_pipeline(str(src), str(tmp_path / "out"), tasks=2, workers=2, min_words=20, executor="slurm",
                            slurm={"logs": str(tmp_path / "slurm_logs")})
     assert acc["read"] == 8 and acc["kept"]["docs"] == 4
-    assert (tmp_path / "out" / "work" / "logs" / "extract" / "completions").is_dir()
+    assert (tmp_path / "out" / "scratch" / "logs" / "extract" / "completions").is_dir()
