@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+import orjson
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
@@ -30,15 +32,17 @@ from datatrove.pipeline.extractors.base import ExtractorSandbox
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
+from fsspec.compression import register_compression
 
 from .edgar import EdgarReader, clean_plain_text
 
 # %% auto 0
 __all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'RejectFilter',
-           'remove_boilerplate', 'quality_reason', 'SecQualityFilter', 'MinHasher', 'dedup_keys', 'DedupKeys',
-           'DedupFilter', 'is_heldout', 'SplitWriter', 'list_filings', 'balanced_order', 'file_sizes', 'build_pipeline',
-           'wait_for_slurm', 'run_sec_pipeline', 'account', 'sec_text_documents', 'write_documents', 'chunk_text',
-           'general_documents', 'instruct_examples', 'write_instruct']
+           'remove_boilerplate', 'count_letters', 'quality_reason', 'SecQualityFilter', 'normalise', 'MinHasher',
+           'dedup_keys', 'DedupKeys', 'DedupFilter', 'gzip_writer', 'is_heldout', 'SplitWriter', 'list_filings',
+           'balanced_order', 'file_sizes', 'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus',
+           'account', 'sec_text_documents', 'write_documents', 'chunk_text', 'general_documents', 'instruct_examples',
+           'write_instruct']
 
 # %% ../nbs/01_data.ipynb
 def html_to_markdown(html: str) -> str:
@@ -121,18 +125,25 @@ def remove_boilerplate(text: str) -> str:
     "Text without navigation and pagination lines."
     return "\n".join(l for l in text.split("\n") if not _BOILER_RE.match(l)).strip()
 
-_SPACE_RE, _NOT_LETTER_RE = re.compile(r"\s+"), re.compile(r"[\W\d_]+")
+_NOT_LETTER_RE = re.compile(r"[\W\d_]+")
+_ASCII_LETTERS, _ASCII = (string.ascii_letters).encode(), bytes(range(128))
+
+def count_letters(text: str) -> int:
+    "Characters of `text` in `[^\\W\\d_]` (letters): ASCII ones by a byte table, the rest by the regex."
+    raw = text.encode()
+    n = len(raw) - len(raw.translate(None, _ASCII_LETTERS))
+    if not text.isascii():                                 # the few non-ASCII characters, through the regex
+        n += len(_NOT_LETTER_RE.sub("", raw.translate(None, _ASCII).decode()))
+    return n
 
 def quality_reason(text: str, min_words: int = 50) -> str | None:
     "Why `text` fails the heuristics above, or None when it passes."
     words = text.split()
     if len(words) < min_words: return "too_short"
-    n_chars = len(_SPACE_RE.sub("", text))              # non-space characters
-    n_letters = len(_NOT_LETTER_RE.sub("", text))      # counts [^\W\d_] without a list of one-letter strings
-    if n_letters / max(n_chars, 1) < 0.25: return "low_alpha"
-    mean_len = sum(map(len, words)) / len(words)
-    if not 2.5 <= mean_len <= 12: return "odd_words"
-    lines = [l.strip() for l in text.split("\n") if l.strip()]
+    n_chars = sum(map(len, words))                         # non-space characters
+    if count_letters(text) / max(n_chars, 1) < 0.25: return "low_alpha"
+    if not 2.5 <= n_chars / len(words) <= 12: return "odd_words"
+    lines = [l for l in map(str.strip, text.split("\n")) if l]
     if len(lines) >= 10 and 1 - len(set(lines)) / len(lines) > 0.5: return "repetitive"
     return None
 
@@ -152,36 +163,40 @@ class SecQualityFilter(BaseFilter):
         return (False, reason) if reason else True
 
 # %% ../nbs/01_data.ipynb
-_P = np.uint64((1 << 61) - 1)
-
 _M32 = np.uint64(0xFFFFFFFF)
+# ASCII punctuation becomes a space; letters, digits, '_' and every byte of a non-ASCII character stay
+_WORD_BYTES = bytes(c if chr(c).isalnum() or c == 95 or c >= 128 else 32 for c in range(256))
 
-def _shingle_hashes(text: str, n: int = 5) -> np.ndarray:
-    "32-bit hashes of the distinct word `n`-grams of `text` (crc32 per word, combined polynomially)."
-    words = re.sub(r"\W+", " ", text.lower()).split() or [""]
-    vocab = {}
-    ids = np.array([vocab.setdefault(w, zlib.crc32(w.encode())) for w in words], dtype=np.uint64)
+def normalise(text: str) -> str:
+    "Lower case, one space between words: what the exact key and the shingles are computed on."
+    return " ".join(text.lower().split())
+
+def _shingle_hashes(norm: str, n: int = 5) -> np.ndarray:
+    "32-bit hashes of the distinct word `n`-grams of normalised text (crc32 per word, combined polynomially)."
+    words = norm.encode().translate(_WORD_BYTES).split() or [b""]
+    crc = {w: zlib.crc32(w) for w in set(words)}           # one crc32 per distinct word
+    ids = np.fromiter(map(crc.__getitem__, words), np.uint64, len(words))
     if len(ids) < n: ids = np.pad(ids, (0, n - len(ids)))
     h = np.zeros(len(ids) - n + 1, dtype=np.uint64)
     for k in range(n): h = (h * np.uint64(1000003) + ids[k:len(ids) - n + 1 + k]) & _M32
     return np.unique(h)
 
 class MinHasher:
-    "MinHash signatures with `bands` x `rows` 32-bit hash functions (a*x+b mod 2^61-1)."
+    "MinHash signatures with `bands` x `rows` hash functions `(a*x + b mod 2^64) >> 32` (multiply-add-shift)."
     def __init__(self, bands: int = 14, rows: int = 8, seed: int = 1):
         rng = np.random.RandomState(seed)
         self.bands, self.rows = bands, rows
-        self.a = rng.randint(1, 2**32 - 1, size=bands * rows, dtype=np.uint64)
-        self.b = rng.randint(0, 2**32 - 1, size=bands * rows, dtype=np.uint64)
+        self.a = (rng.randint(0, 2**63, size=(bands * rows, 1), dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
+        self.b = rng.randint(0, 2**63, size=(bands * rows, 1), dtype=np.uint64) << np.uint64(1)
 
-    def signature(self, text: str, chunk: int = 4096) -> np.ndarray:
+    def signature(self, norm: str, chunk: int = 4096) -> np.ndarray:
         "The minimum of each hash function over the shingles, as uint32 (in chunks, to stay in cache)."
-        sig = np.full(self.a.shape, np.iinfo(np.uint64).max, dtype=np.uint64)
-        for h in _chunks(_shingle_hashes(text), chunk):
-            x = h[:, None] * self.a + self.b                 # wraps modulo 2^64, deterministically
-            x = (x & _P) + (x >> np.uint64(61))               # x mod (2^61-1) without a division: 2^61 = 1 (mod P)
-            x = np.where(x >= _P, x - _P, x)
-            np.minimum(sig, (x & _M32).min(axis=0), out=sig)
+        sig = np.full(len(self.a), 0xFFFFFFFF, dtype=np.uint64)
+        for h in _chunks(_shingle_hashes(norm), chunk):
+            x = self.a * h                                 # (functions, shingles): wraps modulo 2^64
+            x += self.b
+            x >>= np.uint64(32)
+            np.minimum(sig, x.min(axis=1), out=sig)
         return sig.astype(np.uint32)
 
     def band_keys(self, sig: np.ndarray) -> list[bytes]:
@@ -194,7 +209,7 @@ def _chunks(a: np.ndarray, n: int):
 
 def dedup_keys(text: str, hasher: MinHasher) -> dict:
     "The exact key (sha1 of the normalised text) and the MinHash signature (hex) of a document."
-    norm = " ".join(text.lower().split())
+    norm = normalise(text)
     return {"exact": hashlib.sha1(norm.encode()).hexdigest(), "minhash": hasher.signature(norm).tobytes().hex()}
 
 
@@ -241,6 +256,24 @@ class DedupFilter(BaseFilter):
         return True
 
 # %% ../nbs/01_data.ipynb
+class _FastGzipFile(gzip.GzipFile):
+    "gzip at level 1 that closes the file it wraps on close."
+    def __init__(self, infile, mode="rb", **kwargs):
+        super().__init__(fileobj=infile, mode=mode, compresslevel=1)
+        self._wrapped = infile
+
+    def close(self):
+        try: super().close()
+        finally: self._wrapped.close()
+
+register_compression("gzip_fast", _FastGzipFile, [], force=True)   # by name only: *.gz still infers "gzip"
+
+
+def gzip_writer(folder, filename: str = "${rank}.jsonl.gz") -> JsonlWriter:
+    "datatrove's JsonlWriter, gzip level 1."
+    return JsonlWriter(folder, output_filename=filename, compression="gzip_fast")
+
+
 def is_heldout(filing: str, pct: int) -> bool:
     "Stable assignment of a filing to the held-out split (`pct` percent of filings)."
     return int(hashlib.sha1(filing.encode()).hexdigest()[:8], 16) % 100 < pct
@@ -253,8 +286,7 @@ class SplitWriter(PipelineStep):
 
     def __init__(self, train_folder, heldout_folder, heldout_pct: int):
         super().__init__()
-        self.train = JsonlWriter(train_folder, output_filename="${rank}.jsonl.gz")
-        self.heldout = JsonlWriter(heldout_folder, output_filename="${rank}.jsonl.gz")
+        self.train, self.heldout = gzip_writer(train_folder), gzip_writer(heldout_folder)
         self.pct = heldout_pct
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -318,7 +350,7 @@ def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1
                    extra_folders: list[str] = (), executor: str = "local", slurm: dict | None = None):
     "The two executors (extract, then dedup + split); run the second one (it runs its dependency first)."
     out = output.rstrip("/")
-    rej = lambda step: JsonlWriter(f"{out}/rejected/{step}", output_filename="${rank}.jsonl.gz")
+    rej = lambda step: gzip_writer(f"{out}/rejected/{step}")
     extract = _executor([
         EdgarReader(source, paths_file=paths_file),
         EdgarExtractor(timeout=timeout),
@@ -366,6 +398,19 @@ def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor
     acc["files"], acc["seconds"] = len(files), round(time.time() - t0, 2)
     return acc
 
+
+def copy_corpus(output: str, local_dir, folders=("sec_train", "sec_heldout")) -> list[Path]:
+    "Copies of the cleaned folders of `output` (s3://... or another folder) in `local_dir`, for the next stages."
+    src, copied = get_datafolder(output.rstrip("/")), []
+    for name in folders:
+        dest = Path(local_dir) / name
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        for f in src.list_files(name):
+            with src.open(f, "rb") as fin, open(dest / Path(f).name, "wb") as fout: shutil.copyfileobj(fin, fout)
+        copied.append(dest)
+    return copied
+
 # %% ../nbs/01_data.ipynb
 def _read_jsonl_folder(folder: str):
     df = get_datafolder(folder)
@@ -374,15 +419,16 @@ def _read_jsonl_folder(folder: str):
         if not name.endswith((".jsonl.gz", ".jsonl")): continue
         with df.open(name, "rb") as f, (gzip.open(f, "rt") if name.endswith(".gz") else io.TextIOWrapper(f)) as g:
             for line in g:
-                if line.strip(): yield json.loads(line)
+                if line.strip(): yield orjson.loads(line)
 
 
-def _reader_total(logging_dir: str) -> int:
-    "Documents yielded by the readers of a datatrove run (from its per-task stats files)."
+def _step_total(logging_dir: str, kind: str) -> int:
+    "Documents yielded by the READER steps, or written by the WRITER steps, of a datatrove run (its stats files)."
     df, total = get_datafolder(logging_dir), 0
+    count = (lambda st: st.get("documents", {}).get("total", 0)) if kind == "READER" else (lambda st: st.get("total", 0))
     for name in df.list_files("stats"):
         with df.open(name) as f: stats = json.load(f)
-        total += sum(s["stats"].get("documents", {}).get("total", 0) for s in stats if "READER" in s["name"])
+        total += sum(count(s["stats"]) for s in stats if f"{kind}:" in s["name"])
     return total
 
 
@@ -407,8 +453,9 @@ def account(output: str) -> dict:
             by["reason"][reason].update(docs=1, bytes=m.get("bytes", 0))
             by["form"][m.get("form", "")].update(rejected=1)
             by["payload"][m.get("payload", "")].update(rejected=1)
-    read = _reader_total(f"{out}/scratch/logs/extract") + _reader_total(f"{out}/scratch/logs/dedup") \
-        - _count_folder(f"{out}/scratch/extracted")
+    # documents read from raw files, plus extra documents read by the dedup step (not the hand-over folder)
+    read = _step_total(f"{out}/scratch/logs/extract", "READER") + _step_total(f"{out}/scratch/logs/dedup", "READER") \
+        - _step_total(f"{out}/scratch/logs/extract", "WRITER")
     filings = {s: sum(1 for k in kept if k.startswith(f"filings_{s}:")) for s in ("sec_train", "sec_heldout")}
     kept = Counter({k: v for k, v in kept.items() if not k.startswith("filings_")})
     acc = {"read": read, "kept": dict(kept), "rejected": dict(rejected), "filings_kept": filings,
@@ -419,10 +466,6 @@ def account(output: str) -> dict:
         raise RuntimeError(f"accounting mismatch in {out}: read {read}, kept {kept.get('docs', 0)}, "
                            f"rejected {rejected.get('docs', 0)}")
     return acc
-
-
-def _count_folder(folder: str) -> int:
-    return sum(1 for _ in _read_jsonl_folder(folder))
 
 # %% ../nbs/01_data.ipynb
 def _json_items(d: dict) -> str:
@@ -454,7 +497,7 @@ def write_documents(docs, folder, limit: int = 0) -> int:
     "Write Documents with datatrove's JsonlWriter (the format of every corpus folder); returns the count."
     _clear(folder)
     n = 0
-    with JsonlWriter(str(folder), output_filename="00000.jsonl.gz") as w:
+    with gzip_writer(str(folder), "00000.jsonl.gz") as w:
         for d in docs:
             if limit and n >= limit: break
             w.write(d, 0); n += 1

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from sec_nb.data import account, is_heldout, quality_reason, run_sec_pipeline, write_instruct
+from sec_nb.data import account, copy_corpus, is_heldout, quality_reason, run_sec_pipeline, write_instruct
 from sec_nb.edgar import documents_from_bytes, split_submission
 
 PARA = ("The Company entered into a definitive agreement to acquire the assets of a regional distributor. "
@@ -188,6 +188,10 @@ def test_s3_in_and_out(s3_endpoint, tmp_path):
     assert written and all(p.endswith(".jsonl.gz") for p in written)
     rows = [json.loads(l) for p in written for l in gzip.decompress(fs.cat(p)).decode().splitlines()]
     assert len(rows) == 6 and all(r["text"] and r["id"] for r in rows)
+    # the next stages read local copies of what the pipeline wrote to S3
+    copied = copy_corpus("s3://sec/clean", tmp_path / "run_data")
+    local = read_gz(copied[0]) + read_gz(copied[1])
+    assert sorted(r["id"] for r in local) == sorted(r["id"] for r in rows)
 
 
 # --- SLURM ----------------------------------------------------------------------------------------------
