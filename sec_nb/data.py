@@ -38,7 +38,7 @@ from .edgar import EdgarReader, clean_plain_text
 
 # %% auto 0
 __all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'RejectFilter',
-           'remove_boilerplate', 'count_letters', 'quality_reason', 'SecQualityFilter', 'normalise', 'MinHasher',
+           'remove_boilerplate', 'count_letters', 'quality_reason', 'SecQualityFilter', 'word_hashes', 'MinHasher',
            'dedup_keys', 'DedupKeys', 'DedupFilter', 'gzip_writer', 'is_heldout', 'SplitWriter', 'list_filings',
            'balanced_order', 'file_sizes', 'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus',
            'account', 'sec_text_documents', 'write_documents', 'chunk_text', 'general_documents', 'instruct_examples',
@@ -163,23 +163,52 @@ class SecQualityFilter(BaseFilter):
         return (False, reason) if reason else True
 
 # %% ../nbs/01_data.ipynb
-_M32 = np.uint64(0xFFFFFFFF)
-# ASCII punctuation becomes a space; letters, digits, '_' and every byte of a non-ASCII character stay
+_M32, _S32 = np.uint64(0xFFFFFFFF), np.uint64(32)
+# ASCII punctuation and spaces become a space; letters, digits, '_' and every byte of a non-ASCII character stay
 _WORD_BYTES = bytes(c if chr(c).isalnum() or c == 95 or c >= 128 else 32 for c in range(256))
+_BASE, _SEGMENT = 0x9E3779B97F4A7C15, 1 << 20    # an odd base has an inverse modulo 2^64
 
-def normalise(text: str) -> str:
-    "Lower case, one space between words: what the exact key and the shingles are computed on."
-    return " ".join(text.lower().split())
+def _geometric(base: int, n: int) -> np.ndarray:
+    "base^i modulo 2^64 for i < n (numpy's uint64 products wrap)."
+    return np.cumprod(np.r_[np.uint64(1), np.full(n - 1, base, np.uint64)], dtype=np.uint64)
 
-def _shingle_hashes(norm: str, n: int = 5) -> np.ndarray:
-    "32-bit hashes of the distinct word `n`-grams of normalised text (crc32 per word, combined polynomially)."
-    words = norm.encode().translate(_WORD_BYTES).split() or [b""]
-    crc = {w: zlib.crc32(w) for w in set(words)}           # one crc32 per distinct word
-    ids = np.fromiter(map(crc.__getitem__, words), np.uint64, len(words))
+_POW, _IPOW = _geometric(_BASE, _SEGMENT), _geometric(pow(_BASE, -1, 2**64), _SEGMENT)
+
+def _fmix64(x: np.ndarray) -> np.ndarray:
+    "murmur3's 64-bit finaliser: every output bit depends on every input bit."
+    x ^= x >> np.uint64(33); x *= np.uint64(0xFF51AFD7ED558CCD)
+    x ^= x >> np.uint64(33); x *= np.uint64(0xC4CEB9FE1A85EC53)
+    x ^= x >> np.uint64(33)
+    return x
+
+def _segment_word_hashes(b: np.ndarray) -> np.ndarray:
+    edges = np.flatnonzero(np.diff((b != 32).view(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    starts, ends = edges[0::2], edges[1::2]                # word k is b[starts[k]:ends[k]]
+    prefix = np.zeros(len(b) + 1, np.uint64)
+    np.cumsum(b * _POW[:len(b)], out=prefix[1:])           # sum of b[i] * BASE^i, modulo 2^64
+    # the word's sum shifted back to its start, sum_j b[start + j] * BASE^j: the same wherever the word stands
+    return _fmix64((prefix[ends] - prefix[starts]) * _IPOW[starts])
+
+def word_hashes(text: str) -> np.ndarray:
+    "A 64-bit hash of each word of `text` (lower case; ASCII punctuation separates words), with no loop over words."
+    buf = text.lower().replace("\xa0", " ").encode().translate(_WORD_BYTES)
+    parts, i = [], 0
+    while i < len(buf):                                    # segments of at most 1 MiB, cut at a space
+        j = len(buf) if len(buf) - i <= _SEGMENT else buf.rfind(b" ", i, i + _SEGMENT) + 1 or i + _SEGMENT
+        parts.append(_segment_word_hashes(np.frombuffer(buf, np.uint8, j - i, i)))
+        i = j
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+def _shingle_hashes(words: np.ndarray, n: int = 5) -> np.ndarray:
+    "32-bit hashes of the word `n`-grams, one per position (a repeated n-gram repeats: the minimum does not mind)."
+    ids = words >> _S32
     if len(ids) < n: ids = np.pad(ids, (0, n - len(ids)))
-    h = np.zeros(len(ids) - n + 1, dtype=np.uint64)
-    for k in range(n): h = (h * np.uint64(1000003) + ids[k:len(ids) - n + 1 + k]) & _M32
-    return np.unique(h)
+    m = len(ids) - n + 1
+    h = ids[:m].copy()
+    for k in range(1, n):                                  # polynomial in the n word ids, in place
+        h *= np.uint64(1000003)
+        h += ids[k:k + m]
+    return h & _M32
 
 class MinHasher:
     "MinHash signatures with `bands` x `rows` hash functions `(a*x + b mod 2^64) >> 32` (multiply-add-shift)."
@@ -189,13 +218,13 @@ class MinHasher:
         self.a = (rng.randint(0, 2**63, size=(bands * rows, 1), dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
         self.b = rng.randint(0, 2**63, size=(bands * rows, 1), dtype=np.uint64) << np.uint64(1)
 
-    def signature(self, norm: str, chunk: int = 4096) -> np.ndarray:
-        "The minimum of each hash function over the shingles, as uint32 (in chunks, to stay in cache)."
+    def signature(self, words: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        "The minimum of each hash function over the word 5-grams, as uint32 (in chunks, to stay in cache)."
         sig = np.full(len(self.a), 0xFFFFFFFF, dtype=np.uint64)
-        for h in _chunks(_shingle_hashes(norm), chunk):
+        for h in _chunks(_shingle_hashes(words), chunk):
             x = self.a * h                                 # (functions, shingles): wraps modulo 2^64
             x += self.b
-            x >>= np.uint64(32)
+            x >>= _S32
             np.minimum(sig, x.min(axis=1), out=sig)
         return sig.astype(np.uint32)
 
@@ -208,9 +237,9 @@ def _chunks(a: np.ndarray, n: int):
 
 
 def dedup_keys(text: str, hasher: MinHasher) -> dict:
-    "The exact key (sha1 of the normalised text) and the MinHash signature (hex) of a document."
-    norm = normalise(text)
-    return {"exact": hashlib.sha1(norm.encode()).hexdigest(), "minhash": hasher.signature(norm).tobytes().hex()}
+    "The exact key (sha1 of the sequence of word hashes) and the MinHash signature (hex) of a document."
+    words = word_hashes(text)
+    return {"exact": hashlib.sha1(words.tobytes()).hexdigest(), "minhash": hasher.signature(words).tobytes().hex()}
 
 
 class DedupKeys(PipelineStep):
@@ -230,7 +259,7 @@ class DedupKeys(PipelineStep):
 
 
 class DedupFilter(BaseFilter):
-    "Drops exact (normalised text hash) and near duplicates (MinHash LSH); the first document seen is kept."
+    "Drops exact (same words) and near duplicates (MinHash LSH); the first document seen is kept."
     name = "👯 dedup"
 
     def __init__(self, exclusion_writer=None, bands: int = 14, rows: int = 8):
