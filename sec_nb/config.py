@@ -244,7 +244,7 @@ def _num(x):
     try: return float(x) if isinstance(x, str) and any(c in x for c in ".e") else int(x)
     except (TypeError, ValueError): return x
 
-def _coerce(old: Any, new: Any, key: str) -> Any:
+def _coerce(old: Any, new: Any) -> Any:
     if isinstance(new, str) and not isinstance(old, str):
         if isinstance(old, bool): return new.lower() in ("1", "true", "yes", "on")
         if isinstance(old, (int, float)): return type(old)(float(new)) if isinstance(old, int) else float(new)
@@ -262,7 +262,7 @@ def apply_overrides(obj, overrides: dict[str, Any], _prefix: str = ""):
         if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
             raise KeyError(f"unknown preset key {_prefix + key!r}")
         old = getattr(obj, head)
-        new = apply_overrides(old, {rest: value}, f"{_prefix}{head}.") if rest else _coerce(old, value, key)
+        new = apply_overrides(old, {rest: value}, f"{_prefix}{head}.") if rest else _coerce(old, value)
         obj = dataclasses.replace(obj, **{head: new})
     return obj
 

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -415,6 +416,8 @@ def run_eval(run_dir: str | Path, cfg, extra_models: dict | None = None, suites:
     check_inputs(models_, task_dir, [t for ts in by_suite.values() for t in ts],
                  [data / "eval", data / "ppl"] + ([sets_dir] if sec_file else []))
     (out / "harness.json").write_text(json.dumps(harness_record(), indent=1) + "\n")
+    for d in out.iterdir():      # per-model results of an earlier run (other suites or models) would outlive results.csv
+        if d.is_dir() and d.name not in ("sets", "tasks"): shutil.rmtree(d)
     rows, timings, loaded, files = [], {}, {}, []
     for model, path in models_.items():
         t0 = time.time()

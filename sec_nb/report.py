@@ -273,4 +273,5 @@ def stage_times(run_dir) -> pd.DataFrame:
         rec = json.loads(p.read_text())
         rows.append({"notebook": Path(rec.get("notebook", "")).name, "stage": rec.get("stage", p.parent.name),
                      "status": rec.get("status"), "seconds": rec.get("seconds")})
-    return pd.DataFrame(rows).sort_values("notebook").reset_index(drop=True)
+    # a stage still running (this report) has no notebook or time yet: it goes last, not first
+    return pd.DataFrame(rows).sort_values("notebook", key=lambda s: s.replace("", "~")).reset_index(drop=True)

@@ -165,6 +165,18 @@ def test_missing_model_folder(run_dir):
         check_inputs({"base": str(run_dir / "models" / "base")}, run_dir, [], [])
 
 
+def test_rerun_on_fewer_suites_leaves_no_stale_results(run_dir, world):
+    for rel in ("models/base", "models/instruct"):           # working weights this time
+        for f in Path(world["untrained"]).iterdir(): (run_dir / rel / f.name).write_bytes(f.read_bytes())
+    stale = run_dir / "eval" / "base" / "general_ppl.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    res = run_eval(run_dir, CFG, suites=["domain_ppl"], log=None)
+    on_disk = sorted(p.relative_to(run_dir / "eval").as_posix() for p in (run_dir / "eval").glob("*/*.json")
+                     if p.parent.name not in ("sets", "tasks"))
+    assert on_disk == ["base/domain_ppl.json", "instruct/domain_ppl.json"] and len(res["files"]) == 2
+
+
 def test_dataset_not_matching_manifest(run_dir):
     (run_dir / "data" / "eval" / "x.jsonl").write_text('{"id": "a", "text": "edited"}\n')
     with pytest.raises(EvalInputError, match=r"x\.jsonl: sha256 differs from .*manifest\.json"):

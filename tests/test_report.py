@@ -8,7 +8,7 @@ import pytest
 
 from conftest import SEC_NB
 
-from sec_nb.report import check_insights, forgetting_table, normalize
+from sec_nb.report import check_insights, forgetting_table, normalize, stage_times
 
 
 def known_results() -> pd.DataFrame:
@@ -63,6 +63,17 @@ def report_run(tmp_path_factory):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     return rd
+
+
+def test_stage_times_in_pipeline_order(tmp_path):
+    recs = {"report": {"stage": "report", "status": "running"},
+            "data": {"stage": "data", "status": "done", "notebook": "nbs/01_data.ipynb", "seconds": 80.0},
+            "eval": {"stage": "eval", "status": "done", "notebook": "nbs/06_eval.ipynb", "seconds": 230.0}}
+    for name, rec in recs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "stage.json").write_text(json.dumps(rec))
+    times = stage_times(tmp_path)
+    assert list(times["stage"]) == ["data", "eval", "report"] and times["seconds"].iloc[-1] != times["seconds"].iloc[-1]
 
 
 def test_report_stage_writes_figures_and_tables(report_run):
