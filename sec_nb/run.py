@@ -10,7 +10,6 @@ import importlib.metadata
 import json
 import platform
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -134,9 +133,6 @@ def run_stage(stage: Stage, run_dir: Path, preset: str, params: dict, fp: str, p
     import papermill as pm
     out_nb = run_dir / "notebooks" / stage.notebook.name
     out_nb.parent.mkdir(parents=True, exist_ok=True)
-    prev = read_stage(run_dir, stage.name)
-    if prev.get("fingerprint") != fp and (run_dir / stage.name).exists():
-        shutil.rmtree(run_dir / stage.name)        # outputs of other inputs: never resumed from, never mixed in
     stage_json(run_dir, stage.name).unlink(missing_ok=True)
     nb_params = {"run_dir": str(run_dir), "preset": preset, "overrides": params,
                  **{k: v for k, v in params.items() if "." not in k}}

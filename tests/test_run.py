@@ -54,17 +54,6 @@ def test_rerun_skips_unchanged_and_reruns_on_change(stage_nbs, tmp_path):
     assert ["skipped" in l for l in lines] == [True, False, False]
 
 
-def test_changed_inputs_rerun_from_an_empty_folder(stage_nbs, tmp_path):
-    "A checkpoint made from other inputs is never resumed; one made from the same inputs is (forced rerun)."
-    rd = tmp_path / "run"
-    run(stage_nbs, rd)
-    (rd / "make" / "iter_0000300").write_text("weights of the first run")
-    run(stage_nbs, rd, only="make")                           # same fingerprint: the folder is kept
-    assert (rd / "make" / "iter_0000300").exists()
-    run(stage_nbs, rd, params={"word": "other"})              # other inputs: the folder starts empty
-    assert not (rd / "make" / "iter_0000300").exists() and (rd / "make" / "x.txt").read_text() == "other"
-
-
 def test_from_forces_rerun_and_only_runs_one(stage_nbs, tmp_path):
     rd = tmp_path / "run"
     run(stage_nbs, rd)                                        # log.txt: 1 line

@@ -130,3 +130,16 @@ def test_prompt_mask_reaches_the_loss_mask(tmp_path):
     for i in range(len(ds)):
         s = ds[i]
         assert bool(((s["labels"] == 7) == (s["loss_mask"] == 1)).all()), s
+
+
+def test_launch_resumes_only_the_job_it_recorded(data, tmp_path):
+    "The same job resumes (here: nothing left to do); new tokens under the same folder start from step 0."
+    from sec_nb.trainer import job_dict, launch, write_indexed
+    cluster = dataclasses.replace(MICRO.cluster, launcher="inprocess")
+    spec = dataclasses.replace(MICRO.pretrain, steps=3, save_every=3, warmup_steps=1)
+    job = lambda prefixes: job_dict(spec, MICRO.model, prefixes, None, tmp_path / "run", eod=0, log_every=0)
+    assert launch(job([data / "a"]), cluster)["start"] == 0
+    assert launch(job([data / "a"]), cluster)["start"] == 3
+    write_indexed(tmp_path / "c", _docs(200, 1, 7), vocab_size=512)        # other tokens
+    rerun = launch(job([tmp_path / "c"]), cluster)
+    assert rerun["start"] == 0 and rerun["iteration"] == 3
