@@ -8,18 +8,15 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import io
 import json
 import random
 import re
 import shutil
 import signal
 import string
-import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -40,8 +37,8 @@ from .edgar import EdgarReader, clean_plain_text
 __all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'RejectFilter',
            'remove_boilerplate', 'count_letters', 'quality_reason', 'SecQualityFilter', 'word_hashes', 'MinHasher',
            'dedup_keys', 'DedupKeys', 'DedupFilter', 'gzip_writer', 'is_heldout', 'SplitWriter', 'list_filings',
-           'balanced_order', 'file_sizes', 'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus',
-           'account', 'sec_text_documents', 'write_documents', 'chunk_text', 'general_documents', 'instruct_examples',
+           'balanced_order', 'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus', 'account',
+           'sec_text_documents', 'write_documents', 'chunk_text', 'general_documents', 'instruct_examples',
            'write_instruct']
 
 # %% ../nbs/01_data.ipynb
@@ -328,25 +325,21 @@ class SplitWriter(PipelineStep):
                 yield doc
 
 # %% ../nbs/01_data.ipynb
-def list_filings(source: str, max_filings: int = 0) -> list[str]:
-    "The raw files under `source` (sorted, relative paths); `max_filings` > 0 takes that many, evenly spread."
-    files = sorted(get_datafolder(source).list_files(recursive=True))
+def list_filings(source: str, max_filings: int = 0) -> dict[str, int]:
+    "The raw files under `source` and their sizes, sorted, in one listing (local or S3); `max_filings` > 0 takes that many, evenly spread."
+    sizes = {f: info.get("size", 0) or 0 for f, info in get_datafolder(source).find("", detail=True).items()}
+    files = sorted(sizes)
     if max_filings and max_filings < len(files):
         step = len(files) / max_filings
         files = [files[int(i * step)] for i in range(max_filings)]
-    return files
+    return {f: sizes[f] for f in files}
 
 
-def balanced_order(files: list[str], sizes: dict[str, int], tasks: int) -> list[str]:
-    "`files` largest first in snake order, so datatrove's round-robin sharding gives every task similar bytes."
-    by_size = sorted(files, key=lambda f: (-sizes.get(f, 0), f))
+def balanced_order(sizes: dict[str, int], tasks: int) -> list[str]:
+    "The files of `sizes`, largest first in snake order, so datatrove's round-robin sharding gives every task similar bytes."
+    by_size = sorted(sizes, key=lambda f: (-sizes[f], f))
     rounds = [by_size[i:i + tasks] for i in range(0, len(by_size), tasks)]
     return [f for k, r in enumerate(rounds) for f in (r if k % 2 == 0 else r[::-1])]
-
-
-def file_sizes(source: str) -> dict[str, int]:
-    "Sizes of the files under `source` (one listing, local or S3)."
-    return {f: info.get("size", 0) or 0 for f, info in get_datafolder(source).find("", detail=True).items()}
 
 
 def _clear(folder) -> None:
@@ -416,7 +409,7 @@ def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor
     tasks = max(1, min(kw.pop("tasks", 2), len(files)))
     paths_file = f"{out}/scratch/paths.txt"
     with get_datafolder(f"{out}/scratch").open("paths.txt", "w") as f:
-        f.write("\n".join(balanced_order(files, file_sizes(source), tasks)) + "\n")
+        f.write("\n".join(balanced_order(files, tasks)) + "\n")
     extract, dedup = build_pipeline(source, out, tasks=tasks, paths_file=paths_file, executor=executor, **kw)
     t0 = time.time()
     dedup.run()
@@ -445,8 +438,8 @@ def _read_jsonl_folder(folder: str):
     df = get_datafolder(folder)
     if not df.exists(""): return
     for name in sorted(df.list_files(recursive=True)):
-        if not name.endswith((".jsonl.gz", ".jsonl")): continue
-        with df.open(name, "rb") as f, (gzip.open(f, "rt") if name.endswith(".gz") else io.TextIOWrapper(f)) as g:
+        if not name.endswith(".jsonl.gz"): continue
+        with df.open(name, "rb") as f, gzip.open(f, "rt") as g:
             for line in g:
                 if line.strip(): yield orjson.loads(line)
 

@@ -276,16 +276,13 @@ def passages(text: str, max_chars: int = PASSAGE_CHARS) -> list[str]:
     return [text[i:i + max_chars] for i in range(0, len(text), max_chars)]
 
 def sec_heldout_set(heldout_dir: str | Path, sets_dir: str | Path, max_chars: int = PASSAGE_CHARS) -> Path:
-    import gzip
-    files = sorted(Path(heldout_dir).glob("*.jsonl.gz"))
-    if not files: raise EvalInputError(f"{heldout_dir}: no *.jsonl.gz files; run the data stage first")
+    from sec_nb.tokens import read_records
     docs = []
-    for f in files:
-        with gzip.open(f, "rt", encoding="utf-8") as fh:
-            for i, line in enumerate(fh):
-                r = json.loads(line)
-                doc_id = str(r.get("id", f"{f.name}:{i}"))
-                docs += [{"id": f"{doc_id}#{j}", "text": t} for j, t in enumerate(passages(r.get("text", ""), max_chars))]
+    try:
+        for f, i, r in read_records(heldout_dir):
+            doc_id = str(r.get("id", f"{f.name}:{i}"))
+            docs += [{"id": f"{doc_id}#{j}", "text": t} for j, t in enumerate(passages(r.get("text", ""), max_chars))]
+    except FileNotFoundError as e: raise EvalInputError(f"{e}; run the data stage first") from None
     e = write_set(docs, Path(sets_dir) / "sec_heldout.jsonl", source="run data/sec_heldout")
     (Path(sets_dir) / "manifest.json").write_text(json.dumps({"files": {"sec_heldout": e}}, indent=1) + "\n")
     return Path(sets_dir) / "sec_heldout.jsonl"
@@ -415,7 +412,8 @@ def run_eval(run_dir: str | Path, cfg, extra_models: dict | None = None, suites:
     by_suite = {s: suite_tasks(s, configs) for s in suites}
     check_inputs(models_, task_dir, [t for ts in by_suite.values() for t in ts],
                  [data / "eval", data / "ppl"] + ([sets_dir] if sec_file else []))
-    (out / "harness.json").write_text(json.dumps(harness_record(), indent=1) + "\n")
+    harness = harness_record()
+    (out / "harness.json").write_text(json.dumps(harness, indent=1) + "\n")
     for d in out.iterdir():      # per-model results of an earlier run (other suites or models) would outlive results.csv
         if d.is_dir() and d.name not in ("sets", "tasks"): shutil.rmtree(d)
     rows, timings, loaded, files = [], {}, {}, []
@@ -432,7 +430,7 @@ def run_eval(run_dir: str | Path, cfg, extra_models: dict | None = None, suites:
             with contextlib.redirect_stderr(io.StringIO()):   # lm-eval's per-request progress bars
                 res = evaluate(lm, loaded[suite], limit, bootstrap_iters=100 if cfg.miniature else 1000)
             (out / model).mkdir(parents=True, exist_ok=True)
-            res["sec_nb"] = {"harness": harness_record()["version"], "model": model, "path": path, "suite": suite, "limit": limit,
+            res["sec_nb"] = {"harness": harness["version"], "model": model, "path": path, "suite": suite, "limit": limit,
                              "max_length": getattr(lm, "max_length", None)}
             files.append(out / model / f"{suite}.json")
             files[-1].write_text(json.dumps(res, indent=1, default=str) + "\n")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto 0
-__all__ = ['SPECIALS', 'CHAT_TEMPLATE', 'read_texts', 'take_chars', 'read_instruct', 'train_tokenizer', 'encode_texts',
-           'encode_instruct', 'unigram_entropy', 'write_corpus', 'write_instruct']
+__all__ = ['SPECIALS', 'CHAT_TEMPLATE', 'read_records', 'read_texts', 'take_chars', 'read_instruct', 'train_tokenizer',
+           'encode_texts', 'encode_instruct', 'unigram_entropy', 'write_corpus', 'write_instruct']
 
 # %% ../nbs/02_tokens.ipynb
 def _lines(path: Path):
@@ -25,15 +25,19 @@ def _lines(path: Path):
             try: yield json.loads(line)
             except json.JSONDecodeError as e: raise ValueError(f"{path}:{n}: not JSON ({e})") from None
 
-def read_texts(folder: str | Path):
-    "The `text` of every record in a folder of `*.jsonl.gz` (or `*.jsonl`) files, in file order."
+def read_records(folder: str | Path):
+    "(file, index, record) of every record in a folder of `*.jsonl.gz` (or `*.jsonl`) files, in file order."
     folder = Path(folder)
     files = sorted(folder.glob("*.jsonl.gz")) + sorted(folder.glob("*.jsonl"))
     if not files: raise FileNotFoundError(f"no *.jsonl.gz files in {folder}")
     for f in files:
-        for i, r in enumerate(_lines(f)):
-            if not isinstance(r.get("text"), str): raise ValueError(f"{f}: record {i} has no string 'text'")
-            yield r["text"]
+        for i, r in enumerate(_lines(f)): yield f, i, r
+
+def read_texts(folder: str | Path):
+    "The `text` of every record in a corpus folder, in file order."
+    for f, i, r in read_records(folder):
+        if not isinstance(r.get("text"), str): raise ValueError(f"{f}: record {i} has no string 'text'")
+        yield r["text"]
 
 def take_chars(texts, n: int):
     "Whole texts from `texts` until `n` characters are reached (all of them when n is 0)."

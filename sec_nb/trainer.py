@@ -105,13 +105,14 @@ def write_indexed(prefix: str | Path, docs, dtype=None, vocab_size: int | None =
 
 class MaskedGPTDataset(GPTDataset):
     "GPTDataset whose loss mask is also multiplied by a parallel `<prefix>_mask` indexed dataset, if present."
-    _mask = None
+    _mask = False          # not looked for yet; then the mask dataset, or None when there is none
 
     def __getitem__(self, idx):
         item = super().__getitem__(idx)
-        mask_prefix = self.dataset.path_prefix + "_mask"
-        if idx is None or not os.path.exists(mask_prefix + ".idx"): return item
-        if self._mask is None: self._mask = IndexedDataset(mask_prefix)
+        if self._mask is False:                               # once per dataset, not once per sample
+            prefix = self.dataset.path_prefix + "_mask"
+            self._mask = IndexedDataset(prefix) if os.path.exists(prefix + ".idx") else None
+        if idx is None or self._mask is None: return item
         text, self.dataset = self.dataset, self._mask         # same windows, read from the mask dataset
         try: m, _ = self._query_document_sample_shuffle_indices(idx)
         finally: self.dataset = text
@@ -177,7 +178,7 @@ def load_checkpoint(d, model, opt=None, sched=None) -> int:
     "Load a checkpoint into `model` (and `opt`, `sched` when given); returns its iteration."
     msd = model.sharded_state_dict()
     want = {"model": msd}
-    if opt is not None: want["optimizer"] = opt.sharded_state_dict(model.sharded_state_dict(), is_loading=True)
+    if opt is not None: want["optimizer"] = opt.sharded_state_dict(msd, is_loading=True)
     state = dist_checkpointing.load(want, str(d))
     model.load_state_dict(state["model"])
     if opt is not None: opt.load_state_dict(state["optimizer"])
