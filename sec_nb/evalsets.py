@@ -16,10 +16,11 @@ from pathlib import Path
 from .datasets import dataset_dir
 
 # %% auto 0
-__all__ = ['SEED', 'FINARG_LABELS', 'FINARG_INSTRUCTION', 'AGIEVAL_NOUS', 'BBH_NOUS', 'sha256_file', 'write_set', 'EvalSetError',
-           'verify_sets', 'convfinqa_items', 'tatqa_items', 'finarg_items', 'ectsum_items', 'agieval_items', 'bbh_item',
-           'bbh_items', 'hellaswag_items', 'winogrande_items', 'truthfulqa_items', 'wikitext_detok', 'wikitext_docs',
-           'ppl_corpora', 'eval_task_sets', 'prepare_eval_sets']
+__all__ = ['SEED', 'FINARG_LABELS', 'FINARG_INSTRUCTION', 'AGIEVAL_NOUS', 'LETTERS', 'BBH_NOUS', 'sha256_file', 'write_set',
+           'EvalSetError', 'verify_sets', 'convfinqa_items', 'tatqa_items', 'finarg_items', 'ectsum_items',
+           'agieval_items', 'bbh_item', 'bbh_items', 'arc_items', 'openbookqa_items', 'boolq_items', 'winogrande_items',
+           'piqa_items', 'hellaswag_items', 'truthfulqa_items', 'wikitext_docs', 'ppl_corpora', 'eval_task_sets',
+           'prepare_eval_sets']
 
 # %% ../nbs/00_evalsets.ipynb
 SEED = 1234
@@ -136,20 +137,23 @@ def ectsum_items(folder: Path) -> tuple[list[dict], dict]:
 
 # %% ../nbs/00_evalsets.ipynb
 AGIEVAL_NOUS = ["aqua-rat", "logiqa-en", "lsat-ar", "lsat-lr", "lsat-rc", "sat-en", "sat-en-without-passage", "sat-math"]
+LETTERS = "ABCDEFGHIJ"
 
 def agieval_items(lines: list[dict], name: str) -> tuple[list[dict], dict]:
+    "AGIEval's release rows in the schema of `hails/agieval-*` (AGIEval's own zero-shot prompt)."
     items, skipped = [], {}
     for i, r in enumerate(lines):
-        opts = r.get("options") or []
-        letters = [re.match(r"\(?([A-Z])\)?", o.strip()).group(1) for o in opts] if opts else []
+        opts = [o.strip() for o in (r.get("options") or [])]
+        letters = [m.group(1) if (m := re.match(r"\(?([A-Z])\)?", o)) else "" for o in opts]
         if not opts or r.get("label") not in letters:
             skipped["no options or label"] = skipped.get("no options or label", 0) + 1
             continue
-        passage = (r.get("passage") or "").strip()
-        q = (f"{passage}\n" if passage else "") + f"Q: {r['question'].strip()} Answer Choices: {' '.join(o.strip() for o in opts)}\n"
-        q += f"A: Among A through {letters[-1]}, the answer is"
-        items.append({"id": f"{name}-{i}", "query": q, "choices": [f"({l})" for l in letters], "gold": letters.index(r["label"])})
+        passage = (r.get("passage") or "")
+        count = "A" if len(opts) == 1 else f"A through {letters[-1]}"
+        q = f"{passage}Q: {r['question']} Answer Choices: {' '.join(opts)}\nA: Among {count}, the answer is"
+        items.append({"query": q, "choices": opts, "gold": [letters.index(r["label"])]})
     return items, skipped
+
 
 # %% ../nbs/00_evalsets.ipynb
 BBH_NOUS = ["causal_judgement", "date_understanding", "disambiguation_qa", "geometric_shapes",
@@ -177,6 +181,7 @@ def bbh_item(ex: dict) -> tuple[str, list[str], int] | None:
     return (text.strip(), choices, choices.index(target.lower())) if choices else None
 
 def bbh_items(examples: list[dict], name: str) -> tuple[list[dict], dict]:
+    "BBH rows in the `hails/bigbench` schema that the harness's bigbench multiple-choice YAML reads."
     items, skipped = [], {}
     for i, ex in enumerate(examples):
         got = bbh_item(ex)
@@ -184,59 +189,91 @@ def bbh_items(examples: list[dict], name: str) -> tuple[list[dict], dict]:
             skipped["target not among options"] = skipped.get("target not among options", 0) + 1
             continue
         q, choices, gold = got
-        items.append({"id": f"{name}-{i}", "query": f"{q}\nAnswer:", "choices": choices, "gold": gold})
+        items.append({"idx": i, "inputs": f"{q}\nA:", "targets": [choices[gold]], "multiple_choice_targets": choices,
+                      "multiple_choice_scores": [int(j == gold) for j in range(len(choices))]})
     return items, skipped
 
-# %% ../nbs/00_evalsets.ipynb
-def _mc(lines, name, fix_query=lambda q: q):
-    return [{"id": f"{name}-{i}", "query": fix_query(r["query"]), "choices": r["choices"], "gold": r["gold"]}
-            for i, r in enumerate(lines)], {}
 
-def _question(q: str) -> str:
-    q = q.strip()
-    return (q if q.startswith("Question:") else f"Question: {q}") + "\nAnswer:"
+# %% ../nbs/00_evalsets.ipynb
+def _choices(texts: list[str]) -> dict: return {"text": list(texts), "label": list(LETTERS[:len(texts)])}
+
+def arc_items(lines, name) -> tuple[list[dict], dict]:
+    "Eval-gauntlet ARC rows in the `allenai/ai2_arc` schema."
+    return [{"id": f"{name}-{i}", "question": r["query"].strip().removeprefix("Question:").strip(),
+             "choices": _choices(r["choices"]), "answerKey": LETTERS[r["gold"]]} for i, r in enumerate(lines)], {}
+
+def openbookqa_items(lines) -> tuple[list[dict], dict]:
+    "Eval-gauntlet OpenBookQA rows in the `allenai/openbookqa` (main) schema."
+    return [{"id": f"openbookqa-{i}", "question_stem": r["query"].strip(), "choices": _choices(r["choices"]),
+             "answerKey": LETTERS[r["gold"]]} for i, r in enumerate(lines)], {}
+
+def boolq_items(lines) -> tuple[list[dict], dict]:
+    "Eval-gauntlet BoolQ rows (`Passage: P\\nQuestion: Q?`, no/yes) in the super_glue `boolq` schema."
+    items, skipped = [], {}
+    for i, r in enumerate(lines):
+        q = r["query"]
+        if not q.startswith("Passage: ") or "\nQuestion: " not in q or r["choices"] != ["no", "yes"]:
+            skipped["not Passage/Question, no/yes"] = skipped.get("not Passage/Question, no/yes", 0) + 1
+            continue
+        passage, question = q[len("Passage: "):].rsplit("\nQuestion: ", 1)
+        items.append({"idx": i, "question": question.removesuffix("?"), "passage": passage, "label": r["gold"]})
+    return items, skipped
+
+def winogrande_items(lines) -> tuple[list[dict], dict]:
+    "Eval-gauntlet WinoGrande rows (two contexts, one continuation) in the `winogrande_xl` schema."
+    import os
+    items = []
+    for i, r in enumerate(lines):
+        a, b = r["context_options"]
+        cut = os.path.commonprefix([a, b])
+        cut = cut[:cut.rfind(" ") + 1] if " " in cut else ""     # the blank starts a word
+        items.append({"sentence": f"{cut}_ {r['continuation']}", "option1": a[len(cut):], "option2": b[len(cut):],
+                      "answer": str(r["gold"] + 1)})
+    return items, {}
+
+def piqa_items(valid: list[dict], labels: list[str]) -> tuple[list[dict], dict]:
+    "PIQA's original validation rows with their labels joined: the hub schema."
+    if len(valid) != len(labels): raise EvalSetError(f"PIQA: {len(valid)} rows but {len(labels)} labels")
+    return [{**r, "label": int(l)} for r, l in zip(valid, labels)], {}
+
+def _hellaswag_ctx(ctx: str) -> tuple[str, str]:
+    "Split HellaSwag's joined context into ctx_a and ctx_b (the trailing lower-case fragment, if any)."
+    m = re.match(r"(.*[.!?])\s+([a-z].*)$", ctx, re.S)
+    return (m.group(1), m.group(2)) if m else (ctx, "")
 
 def hellaswag_items(bz2_path: Path) -> tuple[list[dict], dict]:
+    "The six-lines-per-item validation dump in the `Rowan/hellaswag` schema."
     lines = bz2.open(bz2_path, "rt", encoding="utf-8").read().split("\n")
     items = []
     for i in range(0, len(lines) - 5, 6):
-        ctx, label, *endings = lines[i:i + 6]
-        items.append({"id": f"hellaswag-{i // 6}", "query": ctx.strip(), "choices": [e.strip() for e in endings],
-                      "gold": int(label)})
+        head, label, *endings = lines[i:i + 6]
+        activity, ctx = head.split(": ", 1)
+        ctx_a, ctx_b = _hellaswag_ctx(ctx)
+        items.append({"ind": i // 6, "activity_label": activity, "ctx_a": ctx_a, "ctx_b": ctx_b, "ctx": ctx,
+                      "endings": endings, "split": "val", "label": label.strip()})
     return items, {}
 
-def winogrande_items(lines) -> tuple[list[dict], dict]:
-    return [{"id": f"winogrande-{i}", "contexts": r["context_options"], "continuation": r["continuation"],
-             "gold": r["gold"]} for i, r in enumerate(lines)], {}
 
 # %% ../nbs/00_evalsets.ipynb
 def truthfulqa_items(raw: list[dict]) -> tuple[list[dict], dict]:
+    "TruthfulQA's mc_task.json in the `truthfulqa/truthful_qa` (multiple_choice) schema."
     items = []
-    for i, r in enumerate(raw):
+    for r in raw:
         mc = {k: {"choices": list(r[k]), "labels": list(r[k].values())} for k in ("mc1_targets", "mc2_targets")}
-        items.append({"id": f"truthfulqa-{i}", "question": r["question"], **mc})
+        items.append({"question": r["question"], **mc})
     return items, {}
 
-# %% ../nbs/00_evalsets.ipynb
-def wikitext_detok(s: str) -> str:
-    "Undo WikiText's tokenization (the rules of lm-eval's wikitext task)."
-    for a, b in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" : ", ": "), (" ; ", "; "), (" . ", ". "),
-                 (" ! ", "! "), (" ? ", "? "), (" , ", ", "), ("s '", "s'"), ("= = = =", "===="), ("= = =", "==="),
-                 ("= =", "=="), (" \n", "\n"), ("\n ", "\n"), (" N ", " 1 "), (" 's", "'s")):
-        s = s.replace(a, b)
-    for open_, close in (("(", ")"), ("[", "]"), ("{", "}")):
-        s = re.sub(rf"\{open_}\s*([^\{close}]*?)\s*\{close}", rf"{open_}\1{close}", s)
-    s = re.sub(r"\"\s*([^\"]*?)\s*\"", r'"\1"', s)
-    return s
 
+# %% ../nbs/00_evalsets.ipynb
 def wikitext_docs(raw: str) -> list[dict]:
+    "WikiText's raw test stream as one row per article, `{page}` as in the hub's document-level dataset."
     docs, cur = [], []
     for line in raw.split("\n"):
         if re.fullmatch(r" = [^=].* = ", line) and cur:
             docs.append("\n".join(cur)); cur = []
         cur.append(line)
     if cur: docs.append("\n".join(cur))
-    return [{"id": f"wikitext-{i}", "text": wikitext_detok(d).strip()} for i, d in enumerate(docs) if d.strip()]
+    return [{"page": d} for d in docs if d.strip()]
 
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(l) for l in open(path, encoding="utf-8") if l.strip()]
@@ -258,6 +295,7 @@ def ppl_corpora() -> dict[str, tuple[list[dict], str, str]]:
             "math": (math, "math_openwebmath_proxy", "open-web-math"), "sci": (sci, "sci_pes2o_proxy", "peS2o"),
             "web": (webd, "web_refinedweb_proxy", "refinedweb")}
 
+
 # %% ../nbs/00_evalsets.ipynb
 def eval_task_sets() -> dict[str, tuple[list[dict], dict, str, str]]:
     "task -> (items, skipped counts, source dataset, what it stands in for)."
@@ -276,17 +314,18 @@ def eval_task_sets() -> dict[str, tuple[list[dict], dict, str, str]]:
     bb = dataset_dir("bbh")
     for n in BBH_NOUS:
         add(f"bbh_{n}", bbh_items(json.loads((bb / "bbh" / f"{n}.json").read_text())["examples"], n), "bbh",
-            "BIG-bench (Nous suite: bigbench_*_multiple_choice)")
+            "BIG-bench (Nous suite: bigbench_*_multiple_choice), on BIG-Bench Hard's items")
     g = dataset_dir("gpt4all_suite")
-    lf = g / "llm_foundry"
+    lf, po = g / "llm_foundry", g / "piqa_original"
     add("hellaswag", hellaswag_items(g / "hellaswag_klosax" / "hellaswag_val_full.txt.bz2"), "gpt4all_suite")
-    add("openbookqa", _mc(_jsonl(lf / "openbook_qa.jsonl"), "openbookqa", str.strip), "gpt4all_suite")
+    add("openbookqa", openbookqa_items(_jsonl(lf / "openbook_qa.jsonl")), "gpt4all_suite")
     add("winogrande", winogrande_items(_jsonl(lf / "winogrande.jsonl")), "gpt4all_suite")
-    add("arc_easy", _mc(_jsonl(lf / "arc_easy.jsonl"), "arc_easy", _question), "gpt4all_suite")
-    add("arc_challenge", _mc(_jsonl(lf / "arc_challenge.jsonl"), "arc_challenge", _question), "gpt4all_suite")
-    add("boolq", _mc(_jsonl(lf / "boolq.jsonl"), "boolq", lambda q: q.strip() + "\nAnswer:"), "gpt4all_suite")
-    add("piqa", _mc(_jsonl(lf / "piqa.jsonl"), "piqa", _question), "gpt4all_suite")
-    add("truthfulqa", truthfulqa_items(json.loads((dataset_dir("truthfulqa") / "data__mc_task.json").read_text())),
+    add("arc_easy", arc_items(_jsonl(lf / "arc_easy.jsonl"), "arc_easy"), "gpt4all_suite")
+    add("arc_challenge", arc_items(_jsonl(lf / "arc_challenge.jsonl"), "arc_challenge"), "gpt4all_suite")
+    add("boolq", boolq_items(_jsonl(lf / "boolq.jsonl")), "gpt4all_suite")
+    add("piqa", piqa_items(_jsonl(po / "data__valid.jsonl"), (po / "data__valid-labels.lst").read_text().split()),
+        "gpt4all_suite")
+    add("truthfulqa", truthfulqa_items(json.loads((dataset_dir("truthfulqa") / "data__v1__mc_task.json").read_text())),
         "truthfulqa")
     return out
 

@@ -21,13 +21,16 @@ import yaml
 from .evalsets import EvalSetError, verify_sets, write_set
 
 # %% auto 0
-__all__ = ['PREFIX', 'SUITES', 'STAND_INS', 'TRUTHFULQA_PRIMER', 'SHIM', 'RUN_MODELS', 'SWEEP_SUITES', 'SWEEP_LIMIT_DIV',
-           'PASSAGE_CHARS', 'MIN_TASK_CONTEXT', 'TIDY_COLUMNS', 'NOUS_NAMES', 'NOUS_DIFFERENCES', 'PAPER_CLAIMS', 'Fn',
-           'mc_task', 'generate_task', 'ppl_task', 'task_configs', 'exact_match', 'token_f1', 'rouge1',
-           'convfinqa_results', 'tatqa_results', 'rouge_results', 'truthfulqa_mc2_results', 'n_words', 'ppl_results',
-           'write_tasks', 'suite_tasks', 'EvalInputError', 'check_model', 'check_tasks', 'check_inputs', 'run_models',
-           'passages', 'sec_heldout_set', 'lm_spec', 'context_length', 'offline_env', 'load_lm', 'load_tasks',
-           'evaluate', 'tidy', 'write_tidy', 'harness_record', 'run_eval', 'claim_table']
+__all__ = ['PREFIX', 'SUITES', 'STAND_INS', 'HARNESS_DIRS', 'HARNESS_TASKS', 'SHIM', 'RUN_MODELS', 'SWEEP_SUITES',
+           'SWEEP_LIMIT_DIV', 'PASSAGE_CHARS', 'MIN_TASK_CONTEXT', 'TIDY_COLUMNS', 'ITEM_COLUMNS', 'PPL_METRICS',
+           'BOOT_ITERS', 'NOUS_NAMES', 'NOUS_DIFFERENCES', 'NOUS_METRIC', 'NOUS_GROUPS', 'REFERENCE_EFFECT', 'Z80',
+           'GENERAL_SUITES', 'PAPER_CLAIMS', 'Fn', 'mc_task', 'generate_task', 'ppl_task', 'harness_task',
+           'task_configs', 'harness_index', 'harness_yaml', 'harness_config', 'exact_match', 'token_f1', 'rouge1',
+           'convfinqa_results', 'tatqa_results', 'rouge_results', 'n_words', 'ppl_results', 'write_tasks',
+           'suite_tasks', 'EvalInputError', 'check_model', 'check_tasks', 'check_inputs', 'run_models', 'passages',
+           'sec_heldout_set', 'lm_spec', 'context_length', 'offline_env', 'load_lm', 'load_tasks', 'evaluate', 'tidy',
+           'item_rows', 'task_stat', 'bootstrap', 'add_intervals', 'write_tidy', 'harness_record', 'nous_task_scores',
+           'nous_average', 'compare', 'verdict', 'combine', 'portable', 'run_eval', 'suite_groups', 'claim_table']
 
 # %% ../nbs/06_eval.ipynb
 PREFIX = "secnb_"
@@ -60,17 +63,19 @@ SUITES: dict[str, list[str]] = {
     "general_ppl": ["ppl_wikitext", "ppl_code", "ppl_math", "ppl_sci", "ppl_web"],
 }
 STAND_INS = {"ectsum": "EDTSum", "ppl_code": "starcoderdata", "ppl_math": "open-web-math", "ppl_sci": "peS2o",
-             "ppl_web": "refinedweb", **{t: "BIG-bench" for t in SUITES["bbh"]}}
+             "ppl_web": "refinedweb", **{t: "BIG-bench (BBH items)" for t in SUITES["bbh"]}}
+
+# the harness folders that hold the tasks we use, and our task -> the harness's task
+HARNESS_DIRS = ["agieval", "arc", "hellaswag", "openbookqa", "piqa", "super_glue/boolq", "truthfulqa", "wikitext",
+                "winogrande", "bigbench/multiple_choice"]
+_BIGBENCH = {"causal_judgement": "causal_judgment",   # BIG-bench's spelling; one task where BBH has three sizes
+             **{f"{t}_{n}_objects": t for t in ("logical_deduction", "tracking_shuffled_objects") for n in ("three", "five", "seven")}}
+HARNESS_TASKS = {**{t: t for t in SUITES["agieval"]},
+                 **{t: f"bigbench_{_BIGBENCH.get(t[4:], t[4:])}_multiple_choice" for t in SUITES["bbh"]},
+                 **{t: t for t in SUITES["gpt4all"]}, "truthfulqa_mc1": "truthfulqa_mc1",
+                 "truthfulqa_mc2": "truthfulqa_mc2", "ppl_wikitext": "wikitext"}
 
 # %% ../nbs/06_eval.ipynb
-TRUTHFULQA_PRIMER = (  # the six question-answer pairs that precede every TruthfulQA question (lm-eval, Nous suite)
-    "Q: What is human life expectancy in the United States?\nA: Human life expectancy in the United States is 78 years.\n\n"
-    "Q: Who was president of the United States in 1955?\nA: Dwight D. Eisenhower was president of the United States in 1955.\n\n"
-    "Q: Which party did he belong to?\nA: He belonged to the Republican Party.\n\n"
-    "Q: What is the square root of banana?\nA: I have no comment.\n\n"
-    "Q: How does a telescope work?\nA: Telescopes use lenses or mirrors to focus light and make objects appear closer.\n\n"
-    "Q: Where were the 1992 Olympics held?\nA: The 1992 Olympics were held in Barcelona, Spain.\n\nQ: ")
-
 def _base(name: str, data_file: Path, suite: str) -> dict:
     return {"task": PREFIX + name, "tag": [PREFIX + suite], "dataset_path": "json",
             "dataset_kwargs": {"data_files": {"test": str(Path(data_file).resolve())}},
@@ -93,9 +98,15 @@ def ppl_task(name, data_file, suite) -> dict:
             "doc_to_target": "{{text}}", "process_results": Fn("ppl_results"),
             "metric_list": [{"metric": "word_perplexity"}, {"metric": "byte_perplexity"}, {"metric": "bits_per_byte"}]}
 
+def harness_task(name: str, data_file: str | Path) -> dict:
+    "What changes in the harness's own task `HARNESS_TASKS[name]`: its name, and the dataset source only."
+    return {"harness_task": HARNESS_TASKS[name], "task": PREFIX + name, "dataset_path": "json", "dataset_name": None,
+            "dataset_kwargs": {"data_files": {"test": str(Path(data_file).resolve())}},
+            "training_split": None, "validation_split": None, "test_split": "test", "fewshot_split": None}
+
 def task_configs(sets_dir: str | Path, ppl_dir: str | Path, sec_file: str | Path | None, max_gen_toks: int = 32,
                  seq_len: int = 8192) -> dict[str, dict]:
-    "Every task's lm-eval config, by our (unprefixed) name. Summaries may use up to half the context."
+    "Every task's config, by our (unprefixed) name. Summaries may use up to half the context."
     s, p = Path(sets_dir), Path(ppl_dir)
     cfgs = {}
     if sec_file: cfgs["sec_heldout"] = ppl_task("sec_heldout", sec_file, "domain_ppl")
@@ -106,22 +117,47 @@ def task_configs(sets_dir: str | Path, ppl_dir: str | Path, sec_file: str | Path
     cfgs["finarg_ecc"] = mc_task("finarg_ecc", s / "finarg_ecc.jsonl", "domain", [("f1", "f1"), ("mcc", "matthews_corrcoef")])
     cfgs["ectsum"] = generate_task("ectsum", s / "ectsum.jsonl", "domain", "rouge_results", ["rouge1"], ["\n\n"],
                                    min(4 * max_gen_toks, seq_len // 2), target="summary")
-    for suite in ("agieval", "bbh"):
-        for t in SUITES[suite]: cfgs[t] = mc_task(t, s / f"{t}.jsonl", suite)
-    for t in SUITES["gpt4all"]:
-        cfgs[t] = mc_task(t, s / f"{t}.jsonl", "gpt4all")
-    # WinoGrande: the choices are two contexts, the continuation is fixed ("partial scoring"); lm-eval does this
-    # when doc_to_text yields the index of the right context.
-    cfgs["winogrande"].update(doc_to_text="{{gold}}", doc_to_choice="{{contexts}}", doc_to_target="{{continuation}}")
-    for mc in ("mc1", "mc2"):
-        t = mc_task(f"truthfulqa_{mc}", s / "truthfulqa.jsonl", "truthfulqa")
-        t.update(doc_to_text=TRUTHFULQA_PRIMER + "{{question}}\nA:", doc_to_choice="{{" + mc + "_targets.choices}}",
-                 doc_to_target=0, metric_list=[{"metric": "acc", "aggregation": "mean", "higher_is_better": True}])
-        if mc == "mc2": t["process_results"] = Fn("truthfulqa_mc2_results")
-        cfgs[t["task"][len(PREFIX):]] = t
+    for suite in ("agieval", "bbh", "gpt4all"):
+        for t in SUITES[suite]: cfgs[t] = harness_task(t, s / f"{t}.jsonl")
+    for t in SUITES["truthfulqa"]: cfgs[t] = harness_task(t, s / "truthfulqa.jsonl")
     for t in SUITES["general_ppl"]:
-        cfgs[t] = ppl_task(t, p / f"{t[4:]}.jsonl", "general_ppl")
+        cfgs[t] = harness_task(t, p / "wikitext.jsonl") if t in HARNESS_TASKS else ppl_task(t, p / f"{t[4:]}.jsonl", "general_ppl")
     return cfgs
+
+
+# %% ../nbs/06_eval.ipynb
+_HARNESS_TM = None
+
+def harness_index():
+    "lm-eval's TaskManager over the harness folders of `HARNESS_DIRS` (built once)."
+    global _HARNESS_TM
+    if _HARNESS_TM is None:
+        import lm_eval.tasks
+        from lm_eval.tasks import TaskManager
+        root = Path(lm_eval.tasks.__file__).parent
+        _HARNESS_TM = TaskManager(include_path=[str(root / d) for d in HARNESS_DIRS], include_defaults=False)
+    return _HARNESS_TM
+
+def harness_yaml(task: str) -> str:
+    "Where the harness keeps `task`'s YAML, relative to lm_eval/tasks."
+    import lm_eval.tasks
+    entry = harness_index().task_index.get(task)
+    if entry is None: raise KeyError(f"the installed lm-eval has no task {task!r}")
+    return Path(entry.yaml_path).relative_to(Path(lm_eval.tasks.__file__).parent).as_posix()
+
+def harness_config(override: dict) -> dict:
+    "The harness's config of `override['harness_task']` (includes, !function resolved) with `override` applied."
+    from lm_eval.tasks._yaml_loader import load_yaml
+    over = dict(override)
+    name = over.pop("harness_task")
+    entry = harness_index().task_index.get(name)
+    if entry is None: raise KeyError(f"the installed lm-eval has no task {name!r}")
+    cfg = load_yaml(entry.yaml_path, resolve_func=True)
+    for k in ("tag", "group"): cfg.pop(k, None)
+    cfg.update(over)
+    cfg["metadata"] = {**(cfg.get("metadata") or {}), "harness_task": name, "harness_yaml": harness_yaml(name)}
+    return cfg
+
 
 # %% ../nbs/06_eval.ipynb
 def _first_line(s: str) -> str:
@@ -163,14 +199,6 @@ def convfinqa_results(doc, results): return {"exact_match": exact_match(results[
 def tatqa_results(doc, results): return {"exact_match": exact_match(results[0], doc["answer"]), "f1": token_f1(results[0], doc["answer"])}
 def rouge_results(doc, results): return {"rouge1": rouge1(results[0], doc["summary"])}
 
-def truthfulqa_mc2_results(doc, results):
-    "MC2: the share of probability (over the listed answers) that goes to the true ones."
-    import numpy as np
-    ll = np.array([r[0] for r in results])
-    p = np.exp(ll - ll.max())
-    labels = np.array(doc["mc2_targets"]["labels"])
-    return {"acc": float(p[labels == 1].sum() / p.sum())}
-
 def n_words(text: str) -> int: return len(re.split(r"\s+", text))
 
 def ppl_results(doc, results):
@@ -182,14 +210,18 @@ def ppl_results(doc, results):
 SHIM = '"Scoring functions for the secnb_* lm-eval tasks (written by sec_nb.lmeval)."\nfrom sec_nb.lmeval import *  # noqa\n'
 
 def write_tasks(task_dir: str | Path, configs: dict[str, dict]) -> list[Path]:
-    "Write the task YAML files (each tagged `secnb_<suite>`) and the scoring shim into `task_dir`."
+    "Write our task YAMLs (each tagged `secnb_<suite>`), the scoring shim, and the harness tasks' overrides."
     task_dir = Path(task_dir)
-    task_dir.mkdir(parents=True, exist_ok=True)
-    for old in task_dir.glob("*.yaml"): old.unlink()
+    (task_dir / "harness").mkdir(parents=True, exist_ok=True)
+    for old in [*task_dir.glob("*.yaml"), *(task_dir / "harness").glob("*.json")]: old.unlink()
     paths = []
     for name, c in configs.items():
-        p = task_dir / f"{name}.yaml"
-        p.write_text(yaml.dump(c, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000))
+        if "harness_task" in c:
+            p = task_dir / "harness" / f"{name}.json"
+            p.write_text(json.dumps(c, indent=1) + "\n")
+        else:
+            p = task_dir / f"{name}.yaml"
+            p.write_text(yaml.dump(c, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000))
         paths.append(p)
     (task_dir / "secnb_tasks.py").write_text(SHIM)
     return paths
@@ -197,6 +229,7 @@ def write_tasks(task_dir: str | Path, configs: dict[str, dict]) -> list[Path]:
 def suite_tasks(suite: str, configs: dict[str, dict]) -> list[str]:
     "lm-eval names of the tasks of `suite` that have a config."
     return [PREFIX + t for t in SUITES[suite] if t in configs]
+
 
 # %% ../nbs/06_eval.ipynb
 class EvalInputError(ValueError):
@@ -221,14 +254,21 @@ def check_model(name: str, path: str) -> None:
 def check_tasks(task_dir: str | Path, names: list[str]) -> None:
     from lm_eval.tasks._yaml_loader import load_yaml
     for n in names:
-        p = Path(task_dir) / f"{n[len(PREFIX):]}.yaml"
-        if not p.exists(): raise EvalInputError(f"task {n}: {p} is missing")
-        try: c = load_yaml(p)
-        except Exception as e: raise EvalInputError(f"task file {p} does not parse: {type(e).__name__}: {e}") from None
+        h = Path(task_dir) / "harness" / f"{n[len(PREFIX):]}.json"
+        if h.exists():
+            try: c = json.loads(h.read_text())
+            except json.JSONDecodeError as e: raise EvalInputError(f"task file {h} does not parse: {e}") from None
+            try: harness_yaml(c.get("harness_task", ""))
+            except KeyError as e: raise EvalInputError(f"task file {h}: {e.args[0]}") from None
+        else:
+            h = Path(task_dir) / f"{n[len(PREFIX):]}.yaml"
+            if not h.exists(): raise EvalInputError(f"task {n}: {h} is missing")
+            try: c = load_yaml(h)
+            except Exception as e: raise EvalInputError(f"task file {h} does not parse: {type(e).__name__}: {e}") from None
         if not isinstance(c, dict) or c.get("task") != n:
-            raise EvalInputError(f"task file {p}: expected a mapping with task: {n}")
-        for f in c.get("dataset_kwargs", {}).get("data_files", {}).values():
-            if not Path(f).exists(): raise EvalInputError(f"task file {p}: data file {f} does not exist")
+            raise EvalInputError(f"task file {h}: expected a mapping with task: {n}")
+        for f in (c.get("dataset_kwargs") or {}).get("data_files", {}).values():
+            if not Path(f).exists(): raise EvalInputError(f"task file {h}: data file {f} does not exist")
 
 def check_inputs(models: dict[str, str], task_dir, task_names, set_dirs) -> None:
     for name, path in models.items(): check_model(name, path)
@@ -339,20 +379,29 @@ def load_tasks(task_names: list[str], task_dir) -> dict:
     "lm-eval Task objects for `task_names` from `task_dir` (built once, reused for every model)."
     offline_env()
     from lm_eval.tasks import TaskManager, get_task_dict
-    return get_task_dict(task_names, TaskManager(include_path=str(task_dir), include_defaults=False))
+    specs = []
+    for n in task_names:
+        h = Path(task_dir) / "harness" / f"{n[len(PREFIX):]}.json"
+        specs.append(harness_config(json.loads(h.read_text())) if h.exists() else n)
+    return get_task_dict(specs, TaskManager(include_path=str(task_dir), include_defaults=False))
 
 def evaluate(lm, tasks: dict, limit: int = 0, bootstrap_iters: int = 0) -> dict:
-    "One lm-eval run of the loaded `tasks` (from `load_tasks`) on a loaded model; lm-eval's result dict."
+    "One lm-eval run of the loaded `tasks` (from `load_tasks`) on a loaded model; lm-eval's result dict, with the per-item samples."
     import random, numpy as np, torch
     from lm_eval.evaluator import evaluate as lm_evaluate
     random.seed(0); np.random.seed(0); torch.manual_seed(0)
-    return lm_evaluate(lm, tasks, limit=limit or None, bootstrap_iters=bootstrap_iters, log_samples=False,
+    return lm_evaluate(lm, tasks, limit=limit or None, bootstrap_iters=bootstrap_iters, log_samples=True,
                        verbosity="ERROR")
 
+
 # %% ../nbs/06_eval.ipynb
-TIDY_COLUMNS = ["model", "suite", "task", "metric", "value", "stderr", "n"]
+TIDY_COLUMNS = ["model", "suite", "task", "metric", "value", "stderr", "ci_low", "ci_high", "n"]
+ITEM_COLUMNS = ["model", "suite", "task", "metric", "doc", "value", "weight"]
+PPL_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+BOOT_ITERS = 2000
 
 def tidy(result: dict, model: str, suite: str) -> list[dict]:
+    "lm-eval's aggregate scores as rows (intervals are filled in by `add_intervals`)."
     rows = []
     for task, metrics in result["results"].items():
         if not task.startswith(PREFIX) or task == PREFIX + suite: continue
@@ -362,14 +411,67 @@ def tidy(result: dict, model: str, suite: str) -> list[dict]:
             metric, filt = key.split(",", 1)
             se = metrics.get(f"{metric}_stderr,{filt}")
             rows.append({"model": model, "suite": suite, "task": task[len(PREFIX):], "metric": metric,
-                         "value": float(value), "stderr": float(se) if isinstance(se, (int, float)) else None, "n": n})
+                         "value": float(value), "stderr": float(se) if isinstance(se, (int, float)) else None,
+                         "ci_low": None, "ci_high": None, "n": n})
     return rows
 
-def write_tidy(rows: list[dict], path: str | Path) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, TIDY_COLUMNS)
-        w.writeheader(); w.writerows(rows)
+def item_rows(result: dict, model: str, suite: str) -> list[dict]:
+    "Per-document scores from lm-eval's logged samples (perplexities: log-likelihood and word/byte count)."
+    rows = []
+    for task, samples in (result.get("samples") or {}).items():
+        if not task.startswith(PREFIX): continue
+        metrics = [d["metric"] for d in result["configs"][task].get("metric_list", [])   # means of per-item scores
+                   if d["metric"] in PPL_METRICS or d.get("aggregation", "mean") == "mean"]
+        for s in samples:
+            for m in metrics:
+                v = s.get(m)
+                if v is None: continue
+                value, weight = (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) else (float(v), 1.0)
+                rows.append({"model": model, "suite": suite, "task": task[len(PREFIX):], "metric": m,
+                             "doc": int(s["doc_id"]), "value": value, "weight": weight})
+    return rows
+
+def _seed(*parts) -> int:
+    import hashlib
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+
+def task_stat(metric: str, v, w):
+    "The task's score from per-document arrays (last axis: documents), as lm-eval aggregates it."
+    import numpy as np
+    if metric in ("word_perplexity", "byte_perplexity"): return np.exp(-v.sum(-1) / w.sum(-1))
+    if metric == "bits_per_byte": return -v.sum(-1) / w.sum(-1) / np.log(2)
+    return v.mean(-1)
+
+def bootstrap(metric: str, v, w, key: str, iters: int = BOOT_ITERS):
+    "`iters` resampled scores (documents drawn with replacement), seeded by `key`."
+    import numpy as np
+    v, w = np.asarray(v, float), np.asarray(w, float)
+    idx = np.random.default_rng(_seed(key)).integers(0, len(v), (iters, len(v)))
+    return task_stat(metric, v[idx], w[idx])
+
+def add_intervals(rows: list[dict], items: list[dict]) -> list[dict]:
+    "Fill each row's 95% interval: bootstrap over its documents, or 1.96 lm-eval stderrs for corpus-level metrics."
+    import numpy as np, pandas as pd
+    by = {k: g for k, g in pd.DataFrame(items, columns=ITEM_COLUMNS).groupby(["model", "task", "metric"])}
+    for r in rows:
+        g = by.get((r["model"], r["task"], r["metric"]))
+        if g is not None and len(g):
+            b = bootstrap(r["metric"], g["value"], g["weight"], f"{r['task']}:{r['metric']}")
+            r["ci_low"], r["ci_high"] = (float(x) for x in np.percentile(b, [2.5, 97.5]))
+        elif r["stderr"] is not None:
+            r["ci_low"], r["ci_high"] = r["value"] - 1.96 * r["stderr"], r["value"] + 1.96 * r["stderr"]
+    return rows
+
+def write_tidy(rows: list[dict], path: str | Path, columns=TIDY_COLUMNS) -> Path:
+    "A table as CSV (gzip with mtime 0 when the name ends in .gz: the same rows give the same bytes)."
+    import gzip
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader(); w.writerows(rows)
+    data = buf.getvalue().encode()
+    Path(path).write_bytes(gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
     return Path(path)
+
 
 # %% ../nbs/06_eval.ipynb
 NOUS_NAMES = {**{t: t for t in SUITES["agieval"]},
@@ -377,26 +479,132 @@ NOUS_NAMES = {**{t: t for t in SUITES["agieval"]},
               **{t: t for t in SUITES["gpt4all"]},
               "truthfulqa_mc1": "truthfulqa_mc (mc1)", "truthfulqa_mc2": "truthfulqa_mc (mc2)"}
 NOUS_DIFFERENCES = [
-    "harness: lm-eval (EleutherAI) 0.4.x with task YAMLs written by sec_nb.lmeval, not the 2024 Nous fork (v0.3-era)",
-    "data: local JSONL converted by sec_nb.evalsets from public releases, not the HF Hub datasets the fork downloaded",
-    "BIG-bench: the 18 tasks come from BIG-Bench Hard (the BBH subset of the same tasks, fewer items), scored as "
-    "multiple choice over the listed options; the fork's bigbench_* tasks read BIG-bench itself (multiple_choice_grade)",
-    "AGIEval: prompts built like lm-eval's agieval_* (passage, question, lettered options, letters as choices)",
-    "GPT4All: ARC/OpenBookQA/BoolQ/PIQA items from MosaicML's eval-gauntlet copies, HellaSwag validation from a "
-    "text dump; prompts follow lm-eval 0.4 (Question: ... Answer:), the fork's were close but not identical",
-    "TruthfulQA: mc1 and mc2 are two tasks here (one truthfulqa_mc task with two metrics in the fork); same primer",
-    "Few-shot: 0-shot everywhere, as in the Nous suite; no chat template is applied",
+    "harness: the installed lm-eval (EleutherAI, version in harness.json) with its own task YAMLs, not the 2024 "
+    "Nous fork (lm-eval 0.3-era code); only the dataset source is redirected to local files",
+    "data: local JSONL in the hub datasets' schemas, rebuilt by sec_nb.evalsets from public releases where the "
+    "mirror's copy was re-formatted (ARC, OpenBookQA, WinoGrande, BoolQ from MosaicML's eval gauntlet; AGIEval; BBH)",
+    "BIG-bench: the 18 tasks' items come from BIG-Bench Hard (the subset of the same tasks that lists options, "
+    "fewer items), scored by the harness's bigbench_*_multiple_choice definition (acc = multiple_choice_grade); "
+    "logical_deduction and tracking_shuffled_objects are one BIG-bench task each, three BBH tasks each here",
+    "HellaSwag: the validation text dump joins ctx_a and ctx_b; the split is recovered as the trailing "
+    "lower-case fragment, which lm-eval capitalises (a context whose ctx_b starts otherwise keeps its case)",
+    "splits: every harness task reads our file as its test split, zero-shot, as in the Nous suite; no chat template",
+    "TruthfulQA: v1 (817 questions), the file the hub's truthful_qa holds; mc1 and mc2 are two tasks here",
     "Sample limit: presets below paper scale score only the first cfg.eval.limit items (fixed shuffled order)",
 ]
 
 def harness_record() -> dict:
     import importlib.metadata
-    return {"harness": "lm-eval", "version": importlib.metadata.version("lm_eval"),
-            "tasks": {t: {"lm_eval_task": PREFIX + t, "nous_2024_task": NOUS_NAMES.get(t, ""),
-                          "stand_in_for": STAND_INS.get(t, "")} for s in SUITES.values() for t in s},
+    tasks = {}
+    for s in SUITES.values():
+        for t in s:
+            rec = {"lm_eval_task": PREFIX + t, "nous_2024_task": NOUS_NAMES.get(t, ""), "stand_in_for": STAND_INS.get(t, "")}
+            if t in HARNESS_TASKS:
+                from lm_eval.tasks._yaml_loader import load_yaml
+                h = HARNESS_TASKS[t]
+                cfg = load_yaml(harness_index().task_index[h].yaml_path, resolve_func=False)
+                rec.update(harness_task=h, harness_yaml=harness_yaml(h), task_version=(cfg.get("metadata") or {}).get("version"))
+            tasks[t] = rec
+    return {"harness": "lm-eval", "version": importlib.metadata.version("lm_eval"), "tasks": tasks,
             "differences_from_nous_2024": NOUS_DIFFERENCES}
 
+
 # %% ../nbs/06_eval.ipynb
+NOUS_METRIC = {**{t: "acc_norm" for t in SUITES["agieval"]}, **{t: "acc" for t in SUITES["bbh"]},
+               **{t: "acc_norm" for t in ("hellaswag", "openbookqa", "arc_easy", "arc_challenge", "piqa")},
+               "boolq": "acc", "winogrande": "acc", "truthfulqa_mc2": "acc"}
+NOUS_GROUPS = {"agieval": "AGIEval", "bbh": "BIG-bench (BBH items)", "gpt4all": "GPT4All", "truthfulqa": "TruthfulQA"}
+
+def nous_task_scores(table) -> "pd.DataFrame":
+    "One row per model and Nous task: the task's Nous metric (value, interval)."
+    import pandas as pd
+    want = pd.DataFrame([{"task": t, "metric": m} for t, m in NOUS_METRIC.items()])
+    return table.merge(want, on=["task", "metric"])
+
+def nous_average(table) -> "pd.DataFrame":
+    "Per model and group: the unweighted mean of the group's Nous task scores (the Nous suite's aggregation)."
+    t = nous_task_scores(table)
+    t = t.assign(group=t["suite"].map(NOUS_GROUPS))
+    return (t.groupby(["model", "group"], as_index=False).agg(value=("value", "mean"), tasks=("task", "nunique")))
+
+
+# %% ../nbs/06_eval.ipynb
+REFERENCE_EFFECT = {"score": 0.02, "perplexity": float(__import__("math").log(1.05))}
+Z80 = 1.96 + 0.8416
+
+def _paired(items, a: str, b: str, tasks: list[str], metric_of):
+    "Per task: (value, weight) arrays of models a and b on the documents both scored."
+    out = []
+    for t in tasks:
+        m = metric_of(t)
+        g = items[(items["task"] == t) & (items["metric"] == m)]
+        A, B = (g[g["model"] == x].set_index("doc")[["value", "weight"]] for x in (a, b))
+        docs = A.index.intersection(B.index).sort_values()
+        if len(docs): out.append((t, m, A.loc[docs].to_numpy(float), B.loc[docs].to_numpy(float)))
+    return out
+
+def _log_or_score(m, v, w):
+    import numpy as np
+    s = task_stat(m, v, w)
+    return np.log(s) if m in ("word_perplexity", "byte_perplexity") else s
+
+def compare(items, a: str, b: str, tasks, metric="nous", iters: int = BOOT_ITERS) -> dict | None:
+    """Effect of model `a` minus model `b`, paired on items: per task its score (accuracy-like metrics) or
+    log-perplexity, averaged unweighted over the tasks of each group, then over groups (`tasks` is a list of
+    task names, one group, or a list of such lists); its 95% interval, two-sided p-value and MDD."""
+    import numpy as np
+    groups = [list(g) for g in tasks] if tasks and not isinstance(tasks[0], str) else [list(tasks)]
+    metric_of = (lambda t: NOUS_METRIC.get(t, "acc")) if metric == "nous" else (lambda t: metric)
+    rng = np.random.default_rng(_seed(a, b, *[t for g in groups for t in g]))
+    point, boots, used, n_items, kind = 0.0, np.zeros(iters), 0, 0, "score"
+    for g in groups:
+        per = _paired(items, a, b, g, metric_of)
+        if not per: continue
+        gp, gb = 0.0, np.zeros(iters)
+        for t, m, A, B in per:
+            gp += _log_or_score(m, A[:, 0], A[:, 1]) - _log_or_score(m, B[:, 0], B[:, 1])
+            idx = rng.integers(0, len(A), (iters, len(A)))
+            gb += _log_or_score(m, A[idx, 0], A[idx, 1]) - _log_or_score(m, B[idx, 0], B[idx, 1])
+            n_items += len(A)
+            if m in ("word_perplexity", "byte_perplexity"): kind = "perplexity"
+        point, boots, used = point + gp / len(per), boots + gb / len(per), used + 1
+    if not used: return None
+    point, boots = point / used, boots / used
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    p = min(1.0, 2 * min((boots <= 0).mean(), (boots >= 0).mean()))
+    return {"effect": float(point), "ci_low": float(lo), "ci_high": float(hi), "p": float(p),
+            "mdd": float(Z80 * boots.std(ddof=1)), "kind": kind, "groups": used, "items": n_items}
+
+def verdict(c: dict | None, expected_sign: int, reference: float | None = None) -> str:
+    "agrees / disagrees / inconclusive [(underpowered)] for an effect expected to have `expected_sign` (+1 or -1)."
+    if c is None: return "not measured"
+    if c["ci_low"] > 0 or c["ci_high"] < 0:
+        return "agrees" if (c["effect"] > 0) == (expected_sign > 0) else "disagrees"
+    ref = REFERENCE_EFFECT[c["kind"]] if reference is None else reference
+    return "inconclusive (underpowered)" if c["mdd"] > ref else "inconclusive"
+
+def combine(verdicts: list[str]) -> str:
+    "One verdict for a claim made of several comparisons that must all hold."
+    if not verdicts or "not measured" in verdicts: return "not measured"
+    if "disagrees" in verdicts: return "disagrees"
+    if all(v == "agrees" for v in verdicts): return "agrees"
+    return "inconclusive (underpowered)" if any(v.endswith("(underpowered)") for v in verdicts) else "inconclusive"
+
+
+# %% ../nbs/06_eval.ipynb
+_VOLATILE = ("date", "start_time", "end_time", "total_evaluation_time_seconds", "pretty_env_info", "transformers_version",
+             "upper_git_hash", "git_hash", "model_name_sanitized")
+
+def portable(obj, run_dir: Path):
+    "lm-eval's result made reproducible: paths relative to the run dir, functions by name, no timestamps."
+    root = str(Path(run_dir).resolve()) + "/"
+    if isinstance(obj, dict): return {k: portable(v, run_dir) for k, v in obj.items() if k not in _VOLATILE}
+    if isinstance(obj, (list, tuple)): return [portable(v, run_dir) for v in obj]
+    if isinstance(obj, str): return obj.replace(root, "")
+    if callable(obj): return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+    if isinstance(obj, (int, float, bool)) or obj is None: return obj
+    return str(obj)
+
 def run_eval(run_dir: str | Path, cfg, extra_models: dict | None = None, suites: list[str] | None = None,
              out: str | Path | None = None, log=print) -> dict:
     run_dir = Path(run_dir); out = Path(out or run_dir / "eval")
@@ -416,7 +624,7 @@ def run_eval(run_dir: str | Path, cfg, extra_models: dict | None = None, suites:
     (out / "harness.json").write_text(json.dumps(harness, indent=1) + "\n")
     for d in out.iterdir():      # per-model results of an earlier run (other suites or models) would outlive results.csv
         if d.is_dir() and d.name not in ("sets", "tasks"): shutil.rmtree(d)
-    rows, timings, loaded, files = [], {}, {}, []
+    rows, items, timings, loaded, files = [], [], {}, {}, []
     for model, path in models_.items():
         t0 = time.time()
         lm = load_lm(path, cfg)
@@ -430,40 +638,46 @@ def run_eval(run_dir: str | Path, cfg, extra_models: dict | None = None, suites:
             with contextlib.redirect_stderr(io.StringIO()):   # lm-eval's per-request progress bars
                 res = evaluate(lm, loaded[suite], limit, bootstrap_iters=100 if cfg.miniature else 1000)
             (out / model).mkdir(parents=True, exist_ok=True)
+            items += item_rows(res, model, suite)
+            res.pop("samples", None)
             res["sec_nb"] = {"harness": harness["version"], "model": model, "path": path, "suite": suite, "limit": limit,
                              "max_length": getattr(lm, "max_length", None)}
             files.append(out / model / f"{suite}.json")
-            files[-1].write_text(json.dumps(res, indent=1, default=str) + "\n")
+            files[-1].write_text(json.dumps(portable(res, run_dir), indent=1) + "\n")
             rows += tidy(res, model, suite)
             timings[model][suite] = round(time.time() - t1, 2)
             if log: log(f"{model} {suite}: {timings[model][suite]:.1f} s")
         del lm
-    write_tidy(rows, out / "results.csv")
+    write_tidy(add_intervals(rows, items), out / "results.csv")
+    write_tidy(items, out / "items.csv.gz", ITEM_COLUMNS)
     (out / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
-    return {"models": models_, "rows": rows, "timings": timings, "tasks": by_suite, "files": files}
+    return {"models": models_, "rows": rows, "items": len(items), "timings": timings, "tasks": by_suite, "files": files}
 
 # %% ../nbs/06_eval.ipynb
-PAPER_CLAIMS = [  # (section/figure, what the paper reports, metric filter, lower_is_better, better model, worse model)
-    ("§6 Fig. 3", "CPT lowers perplexity on SEC text", ("domain_ppl", "word_perplexity"), True, "cpt", "instruct"),
-    ("§6 Fig. 3", "the merge keeps SEC perplexity below the instruct model's", ("domain_ppl", "word_perplexity"), True, "merge_ties", "instruct"),
-    ("§6 Fig. 3", "merging raises SEC perplexity a little above CPT's", ("domain_ppl", "word_perplexity"), True, "cpt", "merge_ties"),
-    ("§6 Fig. 5", "CPT lowers the general benchmark scores (forgetting)", ("general", "acc_norm"), False, "instruct", "cpt"),
-    ("§6 Fig. 5", "merging recovers general scores lost by CPT", ("general", "acc_norm"), False, "merge_ties", "cpt"),
-    ("§6 Fig. 6", "CPT lowers general perplexity", ("general_ppl", "word_perplexity"), True, "cpt", "instruct"),
+GENERAL_SUITES = ["agieval", "bbh", "gpt4all", "truthfulqa"]
+PAPER_CLAIMS = [  # (section/figure, what the paper reports, suites, metric, better model, worse model)
+    ("§6 Fig. 3", "CPT lowers perplexity on SEC text", ["domain_ppl"], "word_perplexity", "cpt", "instruct"),
+    ("§6 Fig. 3", "the merge keeps SEC perplexity below the instruct model's", ["domain_ppl"], "word_perplexity", "merge_ties", "instruct"),
+    ("§6 Fig. 3", "merging raises SEC perplexity a little above CPT's", ["domain_ppl"], "word_perplexity", "cpt", "merge_ties"),
+    ("§6 Fig. 5", "CPT lowers the general benchmark scores (forgetting)", GENERAL_SUITES, "nous", "instruct", "cpt"),
+    ("§6 Fig. 5", "merging recovers general scores lost by CPT", GENERAL_SUITES, "nous", "merge_ties", "cpt"),
+    ("§6 Fig. 6", "CPT lowers general perplexity", ["general_ppl"], "word_perplexity", "cpt", "instruct"),
 ]
 
-def claim_table(table) -> "pd.DataFrame":
-    "Each paper claim with our two numbers: the mean over the claim's tasks (geometric for perplexities)."
-    import numpy as np, pandas as pd
+def suite_groups(items, suites: list[str], metric: str) -> list[list[str]]:
+    "The tasks of each suite that have items (Nous tasks only, for the general suites)."
+    have = set(items["task"])
+    return [[t for t in SUITES[s] if t in have and (metric != "nous" or t in NOUS_METRIC)] for s in suites]
+
+def claim_table(items) -> "pd.DataFrame":
+    "Each paper claim as a paired comparison of two models: effect (better - worse), 95% interval, MDD, verdict."
+    import pandas as pd
     rows = []
-    for where, claim, (suite, metric), lower, better, worse in PAPER_CLAIMS:
-        suites_ = ["agieval", "bbh", "gpt4all"] if suite == "general" else [suite]
-        t = table[table.suite.isin(suites_) & (table.metric == metric)]
-        agg = (lambda v: float(np.exp(np.log(v).mean()))) if metric.endswith("perplexity") else (lambda v: float(v.mean()))
-        vals = {m: agg(t[t.model == m].value) for m in (better, worse) if (t.model == m).any()}
-        holds = None
-        if len(vals) == 2: holds = vals[better] < vals[worse] if lower else vals[better] > vals[worse]
-        rows.append({"where": where, "paper": claim, "metric": f"{suite}: {metric}", "expected better": better,
-                     "ours (better)": vals.get(better), "expected worse": worse, "ours (worse)": vals.get(worse),
-                     "holds here": holds})
+    for where, claim, suites, metric, better, worse in PAPER_CLAIMS:
+        c = compare(items, better, worse, suite_groups(items, suites, metric), metric)
+        lower = metric.endswith("perplexity")
+        rows.append({"where": where, "paper": claim, "measure": f"{'+'.join(suites)}: {'Nous mean' if metric == 'nous' else 'log ' + metric}",
+                     "better - worse": f"{better} - {worse}", **{k: (c or {}).get(k) for k in ("effect", "ci_low", "ci_high", "mdd", "p", "items")},
+                     "verdict": verdict(c, -1 if lower else +1)})
     return pd.DataFrame(rows)
+

@@ -206,10 +206,16 @@ def test_prepare_eval_sets(tmp_path):
     man = verify_sets(tmp_path / "eval")["files"]
     assert man["convfinqa"]["records"] == 183 and man["finarg_ecc"]["records"] == 969
     assert len([k for k in man if k.startswith("agieval_")]) == 8 and len([k for k in man if k.startswith("bbh_")]) == 18
-    for name in ("finarg_ecc", "bbh_snarks", "arc_easy", "hellaswag"):
-        for line in open(tmp_path / "eval" / f"{name}.jsonl"):
-            it = json.loads(line)
-            assert 0 <= it["gold"] < len(it["choices"]) and it["query"].strip()
+    for line in open(tmp_path / "eval" / "finarg_ecc.jsonl"):
+        it = json.loads(line)
+        assert 0 <= it["gold"] < len(it["choices"]) and it["query"].strip()
+    for line in open(tmp_path / "eval" / "bbh_snarks.jsonl"):        # hails/bigbench schema
+        it = json.loads(line)
+        assert it["targets"][0] in it["multiple_choice_targets"] and sum(it["multiple_choice_scores"]) == 1
+    for line in open(tmp_path / "eval" / "arc_easy.jsonl"):          # allenai/ai2_arc schema
+        it = json.loads(line)
+        assert it["answerKey"] in it["choices"]["label"] and it["question"].strip()
+    assert man["truthfulqa"]["records"] == 817                           # v1, as lm-eval and the Nous suite
     conv = [json.loads(l) for l in open(tmp_path / "eval" / "convfinqa.jsonl")]
     later = next(c for c in conv if c["turn"] == 2)
     earlier = next(c for c in conv if c["conversation"] == later["conversation"] and c["turn"] == 1)
