@@ -8,6 +8,7 @@ import pytest
 
 from conftest import SEC_NB
 
+from sec_nb.lmeval import NOUS_METRIC
 from sec_nb.report import check_insights, forgetting_table, normalize, stage_times
 
 
@@ -23,11 +24,25 @@ def known_results() -> pd.DataFrame:
     for m, v in [("instruct", 0.2), ("cpt", 0.2), ("merge_ties", 0.21)]: add(m, "domain", "ectsum", "rouge1", v)
     for suite, task, drop in [("agieval", "agieval_lsat_ar", 0.1), ("gpt4all", "hellaswag", 0.12),
                               ("bbh", "bbh_navigate", 0.01), ("truthfulqa", "truthfulqa_mc2", 0.02)]:
-        for m, v in [("instruct", 0.6), ("cpt", 0.6 - drop), ("merge_ties", 0.6 - drop / 2)]: add(m, suite, task, "acc", v)
+        for m, v in [("instruct", 0.6), ("cpt", 0.6 - drop), ("merge_ties", 0.6 - drop / 2)]: add(m, suite, task, NOUS_METRIC[task], v)
     for m, v in [("sweep_linear", 14.0), ("sweep_ties_w0.75", 13.0)]: add(m, "domain_ppl", "sec_heldout", "word_perplexity", v)
     for task in ("ppl_wikitext", "ppl_code"):
         for m in ("sweep_linear", "sweep_ties_w0.75"): add(m, "general_ppl", task, "word_perplexity", 48.0)
         for m, v in [("instruct", 50.0), ("cpt", 45.0), ("merge_ties", 47.0)]: add(m, "general_ppl", task, "word_perplexity", v)
+    return pd.DataFrame(rows)
+
+
+def known_items(n=200) -> pd.DataFrame:
+    "Per-document scores behind known_results: each model's items score its value on average (n items a task)."
+    import numpy as np
+    rng, rows = np.random.default_rng(0), []
+    for r in known_results().itertuples():
+        if r.metric == "word_perplexity":   # per-document log-likelihood and word count giving exactly the perplexity
+            rows += [dict(model=r.model, suite=r.suite, task=r.task, metric=r.metric, doc=d, value=-np.log(r.value) * 10 * (1 + 0.1 * (d % 2 - 0.5)),
+                          weight=10 * (1 + 0.1 * (d % 2 - 0.5))) for d in range(n)]
+        else:
+            k = int(round(r.value * n))
+            rows += [dict(model=r.model, suite=r.suite, task=r.task, metric=r.metric, doc=d, value=float(d < k), weight=1.0) for d in range(n)]
     return pd.DataFrame(rows)
 
 
@@ -39,20 +54,34 @@ def write_run(rd):
             f.write(json.dumps({"iteration": i, "consumed_tokens": i * 512, "lm_loss": 6 - i * 0.1,
                                 "lr": 1e-3 * min(1, i / 5), "grad_norm": 1.0, "tokens_per_s": 1000}) + "\n")
     known_results().to_csv(rd / "eval" / "results.csv", index=False)
+    known_items().to_csv(rd / "eval" / "items.csv.gz", index=False)
 
 
 def test_insight_verdicts_are_computed():
     df = normalize(known_results())
-    v = check_insights(df).set_index("insight (paper)")["agrees"]
-    assert v["CPT lowers SEC perplexity"] == True
-    assert v["merging raises SEC perplexity slightly"] == True
-    assert v["ConvFinQA improves after CPT and again after merging"] == True
-    assert v["TAT-QA improves only after merging"] == False
-    assert v["the largest drops are in GPT4All and AGIEval"] == True
-    assert v["merging recovers every general benchmark group"] == True
-    assert v["general perplexity stays stable after CPT (within 25%)"] == True
+    v = check_insights(df, known_items()).set_index("insight (paper)")["verdict"]
+    assert v["CPT lowers SEC perplexity"] == "agrees"
+    assert v["merging raises SEC perplexity slightly"] == "agrees"
+    assert v["ConvFinQA improves after CPT and again after merging"] == "agrees"
+    assert v["TAT-QA improves only after merging"] == "agrees"                 # merge above both
+    assert v["financial classification: CPT far above Instruct; merging loses some but stays above"] == "agrees"
+    assert v["general perplexity stays stable after CPT (within 25%)"] == "agrees"
+    assert v["CPT lowers perplexity on every general dataset"] == "agrees"
     ft = forgetting_table(df).set_index("task")
     assert ft.loc["hellaswag", "recovered"] == pytest.approx(0.5)
+
+
+def test_difference_smaller_than_its_interval_is_inconclusive():
+    "Two models 0.01 apart on 200 items (interval about +-0.1): neither agrees nor disagrees."
+    items = known_items()
+    v = check_insights(normalize(known_results()), items).set_index("insight (paper)")["verdict"]
+    assert v["CPT lowers every general benchmark group"].startswith("inconclusive")     # BBH drops by 0.01 only
+    assert v["CPT lowers every general benchmark group"] != "agrees"
+    few = pd.DataFrame([dict(model=m, suite="domain", task="convfinqa", metric="exact_match", doc=d, value=float(x), weight=1.0)
+                        for m, xs in [("instruct", "10001000"), ("cpt", "01010010"), ("merge_ties", "11010110")]
+                        for d, x in enumerate(xs)])                                      # 8 items: underpowered
+    v8 = check_insights(normalize(known_results()), few).set_index("insight (paper)")["verdict"]
+    assert v8["ConvFinQA improves after CPT and again after merging"] == "inconclusive (underpowered)"
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +114,7 @@ def test_report_stage_writes_figures_and_tables(report_run):
     assert fig3.to_dict() == {"CPT": 12.0, "CPT-Merge": 15.0, "Instruct": 30.0}
     rec = json.loads((out / "stage.json").read_text())
     assert rec["status"] == "ok" and rec["counts"]["figures"] >= 8 and rec["published"] is False
+    assert "verdict" in pd.read_csv(out / "insights.csv").columns
     trade = pd.read_csv(out / "merge_tradeoff.csv").set_index("name")
     assert set(trade.index) == {"Instruct", "CPT", "CPT-Merge", "sweep_linear", "sweep_ties_w0.75"}
     assert trade.loc["sweep_linear", "general perplexity"] == pytest.approx(48.0)
