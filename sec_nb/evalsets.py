@@ -16,11 +16,11 @@ from pathlib import Path
 from .datasets import dataset_dir
 
 # %% auto 0
-__all__ = ['SEED', 'FINARG_LABELS', 'FINARG_INSTRUCTION', 'AGIEVAL_NOUS', 'LETTERS', 'BBH_NOUS', 'sha256_file', 'write_set',
-           'EvalSetError', 'verify_sets', 'convfinqa_items', 'tatqa_items', 'finarg_items', 'ectsum_items',
-           'agieval_items', 'bbh_item', 'bbh_items', 'arc_items', 'openbookqa_items', 'boolq_items', 'winogrande_items',
-           'piqa_items', 'hellaswag_items', 'truthfulqa_items', 'wikitext_docs', 'ppl_corpora', 'eval_task_sets',
-           'prepare_eval_sets']
+__all__ = ['SEED', 'CONVFINQA_INSTRUCTION', 'QA_INSTRUCTION', 'FINARG_LABELS', 'FINARG_INSTRUCTION', 'AGIEVAL_NOUS', 'LETTERS',
+           'BBH_NOUS', 'sha256_file', 'write_set', 'EvalSetError', 'verify_sets', 'convfinqa_items', 'tatqa_items',
+           'finarg_items', 'ectsum_items', 'agieval_items', 'bbh_item', 'bbh_items', 'arc_items', 'openbookqa_items',
+           'boolq_items', 'winogrande_items', 'piqa_items', 'hellaswag_items', 'truthfulqa_items', 'wikitext_docs',
+           'ppl_corpora', 'eval_task_sets', 'prepare_eval_sets']
 
 # %% ../nbs/00_evalsets.ipynb
 SEED = 1234
@@ -74,7 +74,16 @@ def _num_str(x) -> str:
     except (TypeError, ValueError): return str(x).strip()
     return str(int(x)) if x.is_integer() else repr(x)
 
+# FinBen's instructions (PIXIU's ConvFinQA builder; the FinQA template of FinBen's QA tasks)
+CONVFINQA_INSTRUCTION = ("In the context of this series of interconnected finance-related queries and the additional "
+    "information provided by the pretext, table data, and posttext from a company's financial filings, please provide a "
+    "response to the final question. This may require extracting information from the context and performing "
+    "mathematical calculations. Please take into account the information provided in the preceding questions and their "
+    "answers when formulating your response:")
+QA_INSTRUCTION = "Please answer the given financial question based on the context."
+
 def convfinqa_items(raw: list[dict]) -> tuple[list[dict], dict]:
+    "One item per turn, prompted as FinBen's flare-convfinqa: instruction, Context, Conversations so far, Question."
     items, skipped = [], {}
     for conv in raw:
         ann = conv.get("annotation", {})
@@ -82,17 +91,19 @@ def convfinqa_items(raw: list[dict]) -> tuple[list[dict], dict]:
         if not qs or len(qs) != len(ans):
             skipped["no answers"] = skipped.get("no answers", 0) + 1
             continue
-        context = (" ".join(conv["pre_text"]) + "\n" + _table_text(conv["table"]) + "\n" + " ".join(conv["post_text"]))
+        context = f"{ann.get('amt_pre_text', '')} {ann.get('amt_table', '')} {ann.get('amt_post_text', '')}"
         history = ""
         for t, (q, a) in enumerate(zip(qs, ans)):
-            query = f"{context}\n\n{history}Question: {q}\nAnswer:"
+            query = f"{CONVFINQA_INSTRUCTION}\nContext: {context}\nConversations: {history}\nQuestion: {q}\nAnswer:"
             items.append({"id": f"{conv['id']}#{t}", "conversation": conv["id"], "turn": t, "query": query,
-                          "question": q, "answer": _num_str(a)})
-            history += f"Question: {q}\nAnswer: {_num_str(a)}\n\n"
+                          "question": q, "answer": f"{a}"})          # FinBen's gold string: str() of the number
+            history += f"\nq{t}: {q} {a}"
     return items, skipped
+
 
 # %% ../nbs/00_evalsets.ipynb
 def tatqa_items(raw: list[dict]) -> tuple[list[dict], dict]:
+    "TAT-QA questions with FinBen's QA instruction; the gold keeps its spans, type and scale for the official metric."
     items, skipped = [], {}
     for block in raw:
         paras = "\n".join(p["text"] for p in sorted(block["paragraphs"], key=lambda p: p["order"]))
@@ -102,10 +113,12 @@ def tatqa_items(raw: list[dict]) -> tuple[list[dict], dict]:
             if a is None or a == "" or a == []:
                 skipped["no answer"] = skipped.get("no answer", 0) + 1
                 continue
-            answer = ", ".join(map(str, a)) if isinstance(a, list) else (_num_str(a) if isinstance(a, (int, float)) else str(a))
-            items.append({"id": q["uid"], "query": f"{context}\n\nQuestion: {q['question']}\nAnswer:", "answer": answer,
-                          "answer_type": q.get("answer_type", ""), "scale": q.get("scale", "")})
+            answers = [str(x) for x in a] if isinstance(a, list) else [_num_str(a) if isinstance(a, (int, float)) else str(a)]
+            items.append({"id": q["uid"], "query": f"{QA_INSTRUCTION}\nContext: {context}\nQuestion: {q['question']}\nAnswer:",
+                          "answer": ", ".join(answers), "answers": answers, "answer_type": q.get("answer_type", ""),
+                          "scale": q.get("scale", "")})
     return items, skipped
+
 
 # %% ../nbs/00_evalsets.ipynb
 FINARG_LABELS = ["premise", "claim"]          # the dataset's 0 and 1 (its README)
@@ -188,8 +201,8 @@ def bbh_items(examples: list[dict], name: str) -> tuple[list[dict], dict]:
         if got is None:
             skipped["target not among options"] = skipped.get("target not among options", 0) + 1
             continue
-        q, choices, gold = got
-        items.append({"idx": i, "inputs": f"{q}\nA:", "targets": [choices[gold]], "multiple_choice_targets": choices,
+        _, choices, gold = got
+        items.append({"idx": i, "inputs": ex["input"].strip() + "\nA:", "targets": [choices[gold]], "multiple_choice_targets": choices,
                       "multiple_choice_scores": [int(j == gold) for j in range(len(choices))]})
     return items, skipped
 

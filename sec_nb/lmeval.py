@@ -21,16 +21,18 @@ import yaml
 from .evalsets import EvalSetError, verify_sets, write_set
 
 # %% auto 0
-__all__ = ['PREFIX', 'SUITES', 'STAND_INS', 'HARNESS_DIRS', 'HARNESS_TASKS', 'SHIM', 'RUN_MODELS', 'SWEEP_SUITES',
-           'SWEEP_LIMIT_DIV', 'PASSAGE_CHARS', 'MIN_TASK_CONTEXT', 'TIDY_COLUMNS', 'ITEM_COLUMNS', 'PPL_METRICS',
-           'BOOT_ITERS', 'NOUS_NAMES', 'NOUS_DIFFERENCES', 'NOUS_METRIC', 'NOUS_GROUPS', 'REFERENCE_EFFECT', 'Z80',
-           'GENERAL_SUITES', 'PAPER_CLAIMS', 'Fn', 'mc_task', 'generate_task', 'ppl_task', 'harness_task',
-           'task_configs', 'harness_index', 'harness_yaml', 'harness_config', 'exact_match', 'token_f1', 'rouge1',
-           'convfinqa_results', 'tatqa_results', 'rouge_results', 'n_words', 'ppl_results', 'write_tasks',
-           'suite_tasks', 'EvalInputError', 'check_model', 'check_tasks', 'check_inputs', 'run_models', 'passages',
-           'sec_heldout_set', 'lm_spec', 'context_length', 'offline_env', 'load_lm', 'load_tasks', 'evaluate', 'tidy',
-           'item_rows', 'task_stat', 'bootstrap', 'add_intervals', 'write_tidy', 'harness_record', 'nous_task_scores',
-           'nous_average', 'compare', 'verdict', 'combine', 'portable', 'run_eval', 'suite_groups', 'claim_table']
+__all__ = ['PREFIX', 'SUITES', 'STAND_INS', 'HARNESS_DIRS', 'HARNESS_TASKS', 'SCALE_WORDS', 'FINARG_CHOICES', 'SHIM',
+           'RUN_MODELS', 'SWEEP_SUITES', 'SWEEP_LIMIT_DIV', 'PASSAGE_CHARS', 'MIN_TASK_CONTEXT', 'TIDY_COLUMNS',
+           'ITEM_COLUMNS', 'PPL_METRICS', 'BOOT_ITERS', 'NOUS_NAMES', 'NOUS_DIFFERENCES', 'NOUS_METRIC', 'NOUS_GROUPS',
+           'REFERENCE_EFFECT', 'Z80', 'GENERAL_SUITES', 'PAPER_CLAIMS', 'Fn', 'mc_task', 'generate_task', 'ppl_task',
+           'harness_task', 'task_configs', 'harness_index', 'harness_yaml', 'harness_config', 'finben_exact_match',
+           'span_value', 'numeric_match', 'tatqa_answer_str', 'tatqa_em_f1', 'rouge1', 'finben_label',
+           'finben_macro_f1', 'finben_mcc', 'convfinqa_results', 'tatqa_results', 'finarg_results', 'rouge_results',
+           'n_words', 'ppl_results', 'write_tasks', 'suite_tasks', 'EvalInputError', 'check_model', 'check_tasks',
+           'check_inputs', 'run_models', 'passages', 'sec_heldout_set', 'lm_spec', 'context_length', 'offline_env',
+           'load_lm', 'load_tasks', 'evaluate', 'tidy', 'item_rows', 'task_stat', 'bootstrap', 'add_intervals',
+           'write_tidy', 'harness_record', 'nous_task_scores', 'nous_average', 'compare', 'verdict', 'combine',
+           'portable', 'run_eval', 'suite_groups', 'claim_table']
 
 # %% ../nbs/06_eval.ipynb
 PREFIX = "secnb_"
@@ -48,7 +50,7 @@ _Dumper.add_representer(Fn, _fn_representer)
 
 SUITES: dict[str, list[str]] = {
     "domain_ppl": ["sec_heldout"],
-    "domain": ["convfinqa", "tatqa", "finarg_ecc", "ectsum"],
+    "domain": ["convfinqa", "tatqa", "finarg_ecc", "finarg_ecc_ll", "ectsum"],
     "agieval": ["agieval_aqua_rat", "agieval_logiqa_en", "agieval_lsat_ar", "agieval_lsat_lr", "agieval_lsat_rc",
                 "agieval_sat_en", "agieval_sat_en_without_passage", "agieval_sat_math"],
     "bbh": ["bbh_causal_judgement", "bbh_date_understanding", "bbh_disambiguation_qa", "bbh_geometric_shapes",
@@ -111,11 +113,18 @@ def task_configs(sets_dir: str | Path, ppl_dir: str | Path, sec_file: str | Path
     cfgs = {}
     if sec_file: cfgs["sec_heldout"] = ppl_task("sec_heldout", sec_file, "domain_ppl")
     cfgs["convfinqa"] = generate_task("convfinqa", s / "convfinqa.jsonl", "domain", "convfinqa_results",
-                                      ["exact_match"], ["\n"], max_gen_toks)
-    cfgs["tatqa"] = generate_task("tatqa", s / "tatqa.jsonl", "domain", "tatqa_results", ["exact_match", "f1"],
-                                  ["\n"], max_gen_toks)
-    cfgs["finarg_ecc"] = mc_task("finarg_ecc", s / "finarg_ecc.jsonl", "domain", [("f1", "f1"), ("mcc", "matthews_corrcoef")])
-    cfgs["ectsum"] = generate_task("ectsum", s / "ectsum.jsonl", "domain", "rouge_results", ["rouge1"], ["\n\n"],
+                                      ["exact_match", "numeric_match"], ["\n"], max_gen_toks)
+    cfgs["tatqa"] = generate_task("tatqa", s / "tatqa.jsonl", "domain", "tatqa_results",
+                                  ["exact_match", "numeric_match", "tatqa_em", "tatqa_f1"], ["\n"], max_gen_toks)
+    fa = generate_task("finarg_ecc", s / "finarg_ecc.jsonl", "domain", "finarg_results", ["acc", "missing"], ["\n\n"],
+                       min(max_gen_toks, 16))
+    fa["metric_list"][1]["higher_is_better"] = False
+    fa["metric_list"] += [{"metric": "macro_f1", "aggregation": Fn("finben_macro_f1"), "higher_is_better": True},
+                          {"metric": "mcc", "aggregation": Fn("finben_mcc"), "higher_is_better": True}]
+    fa["doc_to_target"] = "{{choices[gold]}}"
+    cfgs["finarg_ecc"] = fa
+    cfgs["finarg_ecc_ll"] = mc_task("finarg_ecc_ll", s / "finarg_ecc.jsonl", "domain")   # likelihood: a second, labelled score
+    cfgs["ectsum"] = generate_task("ectsum", s / "ectsum.jsonl", "domain", "rouge_results", ["rouge1", "rouge1_stemmed"], ["\n\n"],
                                    min(4 * max_gen_toks, seq_len // 2), target="summary")
     for suite in ("agieval", "bbh", "gpt4all"):
         for t in SUITES[suite]: cfgs[t] = harness_task(t, s / f"{t}.jsonl")
@@ -164,40 +173,162 @@ def _first_line(s: str) -> str:
     s = s.strip()
     return s.splitlines()[0].strip() if s else ""
 
-def _as_number(s: str) -> float | None:
-    t = re.sub(r"[\s$,]", "", s)
-    try: return float(t)
-    except ValueError: return None
+def finben_exact_match(pred: str, gold: str) -> float:
+    "FinBen's QA accuracy: the stripped generation equals the gold string."
+    return float(pred.strip() == str(gold))
+
+SCALE_WORDS = {"thousand": 1e3, "thousands": 1e3, "million": 1e6, "millions": 1e6, "billion": 1e9, "billions": 1e9,
+               "trillion": 1e12}
+_NUM = re.compile(r"^\(?\$?\s*(-?\$?\d[\d,]*(?:\.\d+)?)\)?\s*(%|percent|[a-z]+)?\.?$")
 
 def _norm_words(s: str) -> list[str]:
     s = re.sub(r"(?<!\d)[.,](?!\d)|[^\w\s.,-]", " ", s.lower())
     return [w for w in s.split() if w not in ("a", "an", "the")]
 
-def exact_match(pred: str, gold: str) -> float:
-    p, g = _first_line(pred), str(gold).strip()
-    pn, gn = _as_number(p), _as_number(g)
-    if pn is not None and gn is not None: return float(abs(pn - gn) <= 1e-9 * max(1.0, abs(gn)))
-    return float(_norm_words(p) == _norm_words(g))
+def span_value(span: str, scale: str = ""):
+    "A span as ('%', v), ('n', v) with scale words applied and separators dropped, or ('t', words)."
+    t = span.strip().lower()
+    m = _NUM.match(t)
+    if m and (m.group(2) in (None, "%", "percent") or m.group(2) in SCALE_WORDS):
+        v = float(m.group(1).replace(",", "").replace("$", ""))
+        if t.startswith("(") and t.rstrip(".").endswith(")") and v > 0: v = -v      # accounting negative
+        unit = m.group(2) or scale.lower()
+        if unit in ("%", "percent"): return ("%", v)
+        return ("n", v * SCALE_WORDS.get(unit, 1.0))
+    return ("t", tuple(_norm_words(t)))
 
-def token_f1(pred: str, gold: str) -> float:
-    p, g = _norm_words(_first_line(pred)), _norm_words(str(gold))
-    common = sum(min(p.count(w), g.count(w)) for w in set(p))
-    if not p or not g or common == 0: return float(p == g)
-    prec, rec = common / len(p), common / len(g)
-    return 2 * prec * rec / (prec + rec)
+def _decimals(s: str) -> int:
+    m = re.search(r"\.(\d+)", s.replace(",", ""))
+    return len(m.group(1)) if m else 0
 
-_ROUGE = None
-def rouge1(pred: str, ref: str) -> float:
-    global _ROUGE
-    if _ROUGE is None:
+def _spans(s: str, on_and: bool = True) -> list[str]:
+    return [p for p in re.split(r",\s+|;\s*|\s+and\s+" if on_and else r",\s+|;\s*", s.strip()) if p.strip()]
+
+def numeric_match(pred: str, gold: str, scale: str = "", gold_spans: list[str] | None = None) -> float:
+    """Labelled extra (not FinBen's): the first line's spans equal the gold spans in any order, numbers after
+    %/scale/separator normalisation, to the gold's precision."""
+    gs = list(gold_spans) if gold_spans else _spans(str(gold))
+    if gold_spans is None and any(" and " in g for g in _spans(str(gold), False)):
+        return max(_match_spans(_spans(_first_line(pred), a), _spans(str(gold), a), scale) for a in (True, False))
+    return max(_match_spans(_spans(_first_line(pred), a), gs, scale) for a in (True, False))   # "x and y": one span or two
+
+def _match_spans(ps: list[str], gs: list[str], scale: str) -> float:
+    if len(gs) != len(ps): return 0.0
+    gv = [(span_value(g, scale), _decimals(g)) for g in gs]
+    # a prediction without its own unit may be in the table's units (the gold's scale) or in plain numbers
+    left = [{span_value(p), span_value(p, scale)} for p in ps]
+    for (kind, v), dec in gv:
+        tol = (0.5 * 10 ** -dec * (SCALE_WORDS.get(scale.lower(), 1.0) if kind == "n" else 1) + 1e-9 * abs(v)) if kind != "t" else 0
+        ok = lambda k, w: k == kind and (w == v if kind == "t" else abs(w - v) <= tol)
+        hit = next((j for j, vals in enumerate(left) if any(ok(k, w) for k, w in vals)), None)
+        if hit is None: return 0.0
+        left.pop(hit)
+    return 1.0
+
+
+# %% ../nbs/06_eval.ipynb
+def _tatqa_is_number(s: str) -> bool:
+    try: float(s.replace(",", "").replace("%", "").replace("$", "")); return True
+    except ValueError: return False
+
+def _tatqa_to_number(s: str) -> float | None:
+    t = s.replace(",", "").replace("$", "").strip()
+    pct = t.endswith("%")
+    try: v = float(t.rstrip("%"))
+    except ValueError: return None
+    return v / 100 if pct else v
+
+def _tatqa_scale(scale: str) -> float:
+    s = scale.lower()
+    return next((v for k, v in (("hundred", 100), ("thousand", 1e3), ("million", 1e6), ("billion", 1e9), ("percent", 0.01)) if k in s), 1)
+
+def tatqa_answer_str(answers: list[str], scale: str) -> str:
+    "next-tat's get_answer_str: spans sorted, numbers times the scale as %.4f, text with the scale word."
+    out = []
+    for a in sorted(str(x) for x in answers):
+        n = _tatqa_to_number(a) if _tatqa_is_number(a) else None
+        if n is None: out.append(f"{a} {scale}" if scale else a)
+        elif "%" in a: out.append("%.4f" % n)
+        else: out.append("%.4f" % (round(n, 2) * _tatqa_scale(scale)))
+    return " ".join(out)
+
+def _drop_normalize(text: str) -> str:
+    "DROP's answer normalisation (lower, punctuation, articles, numbers as floats), as TAT-QA's evaluator uses it."
+    import string
+    toks = []
+    for tok in re.split(r" |-", text.lower()):
+        if _tatqa_is_number(tok) and _tatqa_to_number(tok) is not None: tok = str(float(_tatqa_to_number(tok)))
+        else: tok = "".join(ch for ch in tok if ch not in set(string.punctuation))
+        tok = re.sub(r"\b(a|an|the)\b", " ", tok)
+        tok = " ".join(tok.split())
+        if tok.strip(): toks.append(tok)
+    return " ".join(toks).strip()
+
+def _bag_f1(p: set, g: set) -> float:
+    inter = len(p & g)
+    prec = inter / len(p) if p else 1.0
+    rec = inter / len(g) if g else 1.0
+    return 0.0 if prec == rec == 0 else 2 * prec * rec / (prec + rec)
+
+def tatqa_em_f1(pred: str, answers: list[str], scale: str, answer_type: str) -> tuple[float, float]:
+    "TAT-QA's official EM and F1 for a generated answer (its scale read from a trailing scale word or %)."
+    text = _first_line(pred).rstrip(".")
+    if not text: return 0.0, 0.0
+    m = re.search(r"\s*\b(thousand|million|billion|percent)s?$", text, re.I)
+    pred_scale = m.group(1).lower() if m else ""
+    spans = _spans(text[:m.start()] if m else text)
+    cands = [tatqa_answer_str(spans, pred_scale)]
+    if len(spans) == 1 and not pred_scale and "%" not in spans[0] and _tatqa_is_number(spans[0]):   # add_percent_pred
+        cands.append("%.4f" % _tatqa_to_number(spans[0]))
+    g = _drop_normalize(tatqa_answer_str(answers, scale))
+    best = (0.0, 0.0)
+    for c in cands:
+        c = _drop_normalize(c)
+        best = max(best, (float(c == g), round(_bag_f1(set(c.split()), set(g.split())), 2)))
+    em, f1 = best
+    return em, (em if answer_type in ("arithmetic", "count") else f1)
+
+_ROUGE = {}
+def rouge1(pred: str, ref: str, stem: bool = False) -> float:
+    "ROUGE-1 F of rouge-score; unstemmed by default, as the evaluate library's rouge that FinBen calls."
+    if stem not in _ROUGE:
         from rouge_score import rouge_scorer
-        _ROUGE = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
-    return _ROUGE.score(ref, pred)["rouge1"].fmeasure
+        _ROUGE[stem] = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=stem)
+    return _ROUGE[stem].score(ref, pred)["rouge1"].fmeasure
+
+FINARG_CHOICES = ["premise", "claim"]
+
+def finben_label(pred: str, choices: list[str]) -> str:
+    "FinBen's label extraction: the first choice (in order) found in the lower-cased generation, else 'missing'."
+    out = pred.strip().lower()
+    return next((c.lower() for c in choices if c.lower() in out), "missing")
+
+def finben_macro_f1(items) -> float:
+    from sklearn.metrics import f1_score
+    preds, golds = zip(*items)
+    return float(f1_score(list(golds), list(preds), average="macro", labels=sorted(set(golds))))
+
+def finben_mcc(items) -> float:
+    from sklearn.metrics import matthews_corrcoef
+    preds, golds = zip(*items)
+    ids = {l: i for i, l in enumerate(sorted(set(golds)))}
+    return float(matthews_corrcoef([ids.get(g, -1) for g in golds], [ids.get(p, -1) for p in preds]))
 
 # lm-eval's process_results(doc, results): results holds one generation (or one log-likelihood) per request
-def convfinqa_results(doc, results): return {"exact_match": exact_match(results[0], doc["answer"])}
-def tatqa_results(doc, results): return {"exact_match": exact_match(results[0], doc["answer"]), "f1": token_f1(results[0], doc["answer"])}
-def rouge_results(doc, results): return {"rouge1": rouge1(results[0], doc["summary"])}
+def convfinqa_results(doc, results):
+    return {"exact_match": finben_exact_match(results[0], doc["answer"]), "numeric_match": numeric_match(results[0], doc["answer"])}
+
+def tatqa_results(doc, results):
+    em, f1 = tatqa_em_f1(results[0], doc["answers"], doc["scale"], doc["answer_type"])
+    return {"exact_match": finben_exact_match(results[0], doc["answer"]),
+            "numeric_match": numeric_match(results[0], doc["answer"], doc["scale"], doc["answers"]), "tatqa_em": em, "tatqa_f1": f1}
+
+def finarg_results(doc, results):
+    label, gold = finben_label(results[0], doc["choices"]), doc["choices"][doc["gold"]].lower()
+    return {"acc": float(label == gold), "missing": float(label == "missing"), "macro_f1": (label, gold), "mcc": (label, gold)}
+
+def rouge_results(doc, results):
+    return {"rouge1": rouge1(results[0], doc["summary"]), "rouge1_stemmed": rouge1(results[0], doc["summary"], stem=True)}
 
 def n_words(text: str) -> int: return len(re.split(r"\s+", text))
 
@@ -205,6 +336,7 @@ def ppl_results(doc, results):
     (ll,) = results
     nb = len(doc["text"].encode("utf-8"))
     return {"word_perplexity": (ll, n_words(doc["text"])), "byte_perplexity": (ll, nb), "bits_per_byte": (ll, nb)}
+
 
 # %% ../nbs/06_eval.ipynb
 SHIM = '"Scoring functions for the secnb_* lm-eval tasks (written by sec_nb.lmeval)."\nfrom sec_nb.lmeval import *  # noqa\n'
@@ -358,8 +490,10 @@ def offline_env() -> None:
     os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                       TOKENIZERS_PARALLELISM="false",
                       DISABLE_MULTIPROC="1")   # lm-eval's bootstrap of F1/MCC stderr: no process pool
-    import datasets
+    import datasets, transformers
     datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()      # e.g. "generation exceeded the maximum length": the
+    transformers.utils.logging.disable_progress_bar()     # miniatures' short contexts, already stated above
     import logging   # lm-eval warns once per truncated request: thousands of lines at the miniatures' context
     for name in ("lm_eval", "lm-eval"): logging.getLogger(name).setLevel(logging.ERROR)
 

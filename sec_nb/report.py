@@ -106,12 +106,13 @@ def benchmark_group(task: str) -> str:
     return next((g for prefix, g in GROUPS if t.startswith(prefix) or f"_{prefix}" in t), task)
 
 # %% ../nbs/07_report.ipynb
-TASK_TITLES = {"convfinqa": "ConvFinQA: exact match", "tatqa": "TAT-QA: exact match",
-               "finarg_ecc": "FinArg ECC (premise or claim): accuracy", "ectsum": "ECTSum (for EDTSum): ROUGE-1",
+TASK_TITLES = {"convfinqa": "ConvFinQA: exact match (FinBen)", "tatqa": "TAT-QA: exact match (FinBen)",
+               "finarg_ecc": "FinArg ECC, generated label: accuracy (FinBen)",
+               "finarg_ecc_ll": "FinArg ECC by likelihood (ours): accuracy", "ectsum": "ECTSum (for EDTSum): ROUGE-1 (FinBen)",
                "sec_heldout": "held-out SEC text"}
 METRIC_WORDS = {"exact_match": "exact match", "acc": "accuracy", "acc_norm": "accuracy (length-normalised)",
                 "rouge1": "ROUGE-1 F", "f1": "F1", "mcc": "Matthews correlation", "word_perplexity": "word perplexity"}
-CHANCE = {"finarg_ecc": 0.5}
+CHANCE = {"finarg_ecc": 0.5, "finarg_ecc_ll": 0.5}
 
 def _errorbars(ax, table: pd.DataFrame, x: str, hue: str, names: list[str]):
     "95% interval whiskers on seaborn's bars (one container per hue level, bars in the axis' x order)."

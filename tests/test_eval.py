@@ -126,14 +126,16 @@ def test_perplexity_equals_direct_transformers(world):
 
 
 def test_rouge1_equals_rouge_score_library():
+    "ROUGE-1 as FinBen computes it (evaluate's rouge: rouge-score, no stemming); the stemmed one on request."
     from rouge_score import rouge_scorer
     pred, ref = "the cat sat on the mat", "the cat was on the mat"
-    lib = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True).score(ref, pred)["rouge1"].fmeasure
+    lib = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False).score(ref, pred)["rouge1"].fmeasure
     assert rouge1(pred, ref) == lib == pytest.approx(5 / 6)        # 5 shared unigrams out of 6 on each side
     pred, ref = "Revenues rose 5% to $2.1 billion", "revenue rising to 2.1 billion dollars"
-    lib = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True).score(ref, pred)["rouge1"].fmeasure
-    assert rouge1(pred, ref) == lib and 0 < lib < 1
-    assert lmeval.rouge_results({"summary": ref}, [pred])["rouge1"] == lib
+    plain = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False).score(ref, pred)["rouge1"].fmeasure
+    stemmed = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True).score(ref, pred)["rouge1"].fmeasure
+    assert rouge1(pred, ref) == plain < stemmed == rouge1(pred, ref, stem=True)   # "revenues"/"revenue" only match stemmed
+    assert lmeval.rouge_results({"summary": ref}, [pred]) == {"rouge1": plain, "rouge1_stemmed": stemmed}
 
 
 # ---- bad input: a clear error before any model is loaded -------------------------------------------------
@@ -219,7 +221,8 @@ def test_prepare_eval_sets(tmp_path):
     conv = [json.loads(l) for l in open(tmp_path / "eval" / "convfinqa.jsonl")]
     later = next(c for c in conv if c["turn"] == 2)
     earlier = next(c for c in conv if c["conversation"] == later["conversation"] and c["turn"] == 1)
-    assert f"Question: {earlier['question']}\nAnswer: {earlier['answer']}\n" in later["query"]   # fed forward
+    assert f"\nq1: {earlier['question']} {earlier['answer']}\nQuestion: {later['question']}\nAnswer:" in later["query"]   # fed forward
+    assert later["query"].startswith("In the context of this series of interconnected finance-related queries")
     assert verify_sets(tmp_path / "ppl")["files"]["wikitext"]["records"] == 62
     with open(tmp_path / "ppl" / "web.jsonl", "a") as f: f.write('{"id": "x", "text": "added"}\n')
     with pytest.raises(EvalSetError, match="web.jsonl: sha256 differs"):
