@@ -125,8 +125,17 @@ class EvalSpec:
     "The evaluation stage."
     limit: int = 0                  # samples per task; 0: the full sets
     batch_size: int = 8
-    backend: str = "hf"             # hf | vllm | accelerate
+    backend: str = "hf"             # hf | vllm | accelerate (vllm, accelerate: GPU only, see requirements-gpu.txt)
     max_gen_toks: int = 32
+    suite_limits: tuple = ()        # ("suite:N", ...): samples per task for a suite, instead of `limit`
+    dtype: str = "auto"             # "auto": the checkpoint's unquantized dtype (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
+
+    def suite_limit(self, suite: str) -> int:
+        "Samples per task for `suite` (0: all)."
+        for item in self.suite_limits:
+            name, _, n = str(item).partition(":")
+            if name == suite: return int(n)
+        return self.limit
 
 # %% ../nbs/00_config.ipynb
 @dataclass(frozen=True)

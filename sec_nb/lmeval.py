@@ -22,17 +22,17 @@ from .evalsets import EvalSetError, verify_sets, write_set
 
 # %% auto 0
 __all__ = ['PREFIX', 'SUITES', 'STAND_INS', 'HARNESS_DIRS', 'HARNESS_TASKS', 'SCALE_WORDS', 'FINARG_CHOICES', 'SHIM',
-           'RUN_MODELS', 'SWEEP_SUITES', 'SWEEP_LIMIT_DIV', 'PASSAGE_CHARS', 'MIN_TASK_CONTEXT', 'TIDY_COLUMNS',
-           'ITEM_COLUMNS', 'PPL_METRICS', 'BOOT_ITERS', 'NOUS_NAMES', 'NOUS_DIFFERENCES', 'NOUS_METRIC', 'NOUS_GROUPS',
-           'REFERENCE_EFFECT', 'Z80', 'GENERAL_SUITES', 'PAPER_CLAIMS', 'Fn', 'mc_task', 'generate_task', 'ppl_task',
-           'harness_task', 'task_configs', 'harness_index', 'harness_yaml', 'harness_config', 'finben_exact_match',
-           'span_value', 'numeric_match', 'tatqa_answer_str', 'tatqa_em_f1', 'rouge1', 'finben_label',
-           'finben_macro_f1', 'finben_mcc', 'convfinqa_results', 'tatqa_results', 'finarg_results', 'rouge_results',
-           'n_words', 'ppl_results', 'write_tasks', 'suite_tasks', 'EvalInputError', 'check_model', 'check_tasks',
-           'check_inputs', 'run_models', 'passages', 'sec_heldout_set', 'lm_spec', 'context_length', 'offline_env',
-           'load_lm', 'load_tasks', 'evaluate', 'tidy', 'item_rows', 'task_stat', 'bootstrap', 'add_intervals',
-           'write_tidy', 'harness_record', 'nous_task_scores', 'nous_average', 'compare', 'verdict', 'combine',
-           'portable', 'run_eval', 'suite_groups', 'claim_table']
+           'RUN_MODELS', 'SWEEP_SUITES', 'SWEEP_LIMIT_DIV', 'PASSAGE_CHARS', 'GPU_REQUIREMENTS', 'MIN_TASK_CONTEXT',
+           'TIDY_COLUMNS', 'ITEM_COLUMNS', 'PPL_METRICS', 'BOOT_ITERS', 'NOUS_NAMES', 'NOUS_DIFFERENCES', 'NOUS_METRIC',
+           'NOUS_GROUPS', 'REFERENCE_EFFECT', 'Z80', 'GENERAL_SUITES', 'PAPER_CLAIMS', 'Fn', 'mc_task', 'generate_task',
+           'ppl_task', 'harness_task', 'task_configs', 'harness_index', 'harness_yaml', 'harness_config',
+           'finben_exact_match', 'span_value', 'numeric_match', 'tatqa_answer_str', 'tatqa_em_f1', 'rouge1',
+           'finben_label', 'finben_macro_f1', 'finben_mcc', 'convfinqa_results', 'tatqa_results', 'finarg_results',
+           'rouge_results', 'n_words', 'ppl_results', 'write_tasks', 'suite_tasks', 'EvalInputError', 'check_model',
+           'check_tasks', 'check_inputs', 'run_models', 'passages', 'sec_heldout_set', 'lm_args', 'check_backend',
+           'lm_spec', 'context_length', 'offline_env', 'load_lm', 'load_tasks', 'evaluate', 'tidy', 'item_rows',
+           'task_stat', 'bootstrap', 'add_intervals', 'write_tidy', 'harness_record', 'nous_task_scores',
+           'nous_average', 'compare', 'verdict', 'combine', 'portable', 'run_eval', 'suite_groups', 'claim_table']
 
 # %% ../nbs/06_eval.ipynb
 PREFIX = "secnb_"
@@ -460,20 +460,39 @@ def sec_heldout_set(heldout_dir: str | Path, sets_dir: str | Path, max_chars: in
     return Path(sets_dir) / "sec_heldout.jsonl"
 
 # %% ../nbs/06_eval.ipynb
-def lm_spec(path: str, cfg) -> tuple[str, dict]:
-    "lm-eval model name and arguments for `cfg.eval.backend`."
+GPU_REQUIREMENTS = "requirements-gpu.txt"
+
+def lm_args(path: str, cfg, gpu: bool) -> tuple[str, dict]:
+    "lm-eval model name and arguments for `cfg.eval.backend` on a machine with (`gpu`) or without GPUs."
     e, c = cfg.eval, cfg.cluster
+    dtype = e.dtype if e.dtype != "auto" else ("bfloat16" if gpu else "float32")
     if e.backend == "hf":
-        import torch
-        gpu = torch.cuda.is_available()
-        return "hf", {"pretrained": path, "dtype": "bfloat16" if gpu and c.dtype == "bf16" else "float32",
-                      "device": "cuda" if gpu else "cpu", "batch_size": e.batch_size}
+        return "hf", {"pretrained": path, "dtype": dtype, "device": "cuda" if gpu else "cpu", "batch_size": e.batch_size}
     if e.backend == "vllm":
-        return "vllm", {"pretrained": path, "tensor_parallel_size": max(1, c.gpus_per_node), "dtype": "bfloat16",
+        return "vllm", {"pretrained": path, "tensor_parallel_size": max(1, c.gpus_per_node), "dtype": dtype,
                         "gpu_memory_utilization": 0.9, "max_model_len": cfg.model.seq_len, "batch_size": "auto"}
     if e.backend == "accelerate":
-        return "hf", {"pretrained": path, "parallelize": True, "dtype": "bfloat16", "batch_size": e.batch_size}
-    raise ValueError(f"unknown eval backend {e.backend!r}: hf | vllm | accelerate")
+        return "hf", {"pretrained": path, "parallelize": True, "dtype": dtype, "batch_size": e.batch_size}
+    raise EvalInputError(f"unknown eval backend {e.backend!r}: hf | vllm | accelerate")
+
+def check_backend(cfg) -> None:
+    "Stop before loading any model when the backend cannot run here."
+    import importlib.util, torch
+    b = cfg.eval.backend
+    if b == "hf": return
+    if b not in ("vllm", "accelerate"): lm_args("", cfg, False)           # raises: unknown backend
+    if not torch.cuda.is_available():
+        raise EvalInputError(f"eval backend {b!r} needs GPUs and none is visible; on CPU run with -p eval.backend=hf")
+    if importlib.util.find_spec(b) is None:
+        raise EvalInputError(f"eval backend {b!r}: the {b} package is not installed in this environment; install "
+                             f"{GPU_REQUIREMENTS} (a separate GPU environment: vLLM needs another torch than this "
+                             "project's CPU pin), or run with -p eval.backend=hf")
+
+def lm_spec(path: str, cfg) -> tuple[str, dict]:
+    "lm-eval model name and arguments for this machine (after `check_backend`)."
+    import torch
+    check_backend(cfg)
+    return lm_args(path, cfg, torch.cuda.is_available())
 
 MIN_TASK_CONTEXT = 256
 
@@ -754,28 +773,31 @@ def run_eval(run_dir: str | Path, cfg, extra_models: dict | None = None, suites:
     by_suite = {s: suite_tasks(s, configs) for s in suites}
     check_inputs(models_, task_dir, [t for ts in by_suite.values() for t in ts],
                  [data / "eval", data / "ppl"] + ([sets_dir] if sec_file else []))
+    check_backend(cfg)
     harness = harness_record()
     (out / "harness.json").write_text(json.dumps(harness, indent=1) + "\n")
     for d in out.iterdir():      # per-model results of an earlier run (other suites or models) would outlive results.csv
         if d.is_dir() and d.name not in ("sets", "tasks"): shutil.rmtree(d)
-    rows, items, timings, loaded, files = [], [], {}, {}, []
+    rows, items, timings, loaded, files, model_args = [], [], {}, {}, [], {}
     for model, path in models_.items():
         t0 = time.time()
         lm = load_lm(path, cfg)
+        model_args[model] = {k: v for k, v in lm_spec(path, cfg)[1].items() if k != "pretrained"}
         timings[model] = {"load_s": round(time.time() - t0, 2)}
         for suite, names in by_suite.items():
             if model.startswith("sweep_") and suite not in SWEEP_SUITES: continue
             t1 = time.time()
             if hasattr(lm, "_max_length"): lm._max_length = context_length(suite, cfg)
             if suite not in loaded: loaded[suite] = load_tasks(names, task_dir)
-            limit = max(1, cfg.eval.limit // SWEEP_LIMIT_DIV) if model.startswith("sweep_") and cfg.eval.limit else cfg.eval.limit
+            limit = cfg.eval.suite_limit(suite)
+            if model.startswith("sweep_") and limit: limit = max(1, limit // SWEEP_LIMIT_DIV)
             with contextlib.redirect_stderr(io.StringIO()):   # lm-eval's per-request progress bars
                 res = evaluate(lm, loaded[suite], limit, bootstrap_iters=100 if cfg.miniature else 1000)
             (out / model).mkdir(parents=True, exist_ok=True)
             items += item_rows(res, model, suite)
             res.pop("samples", None)
             res["sec_nb"] = {"harness": harness["version"], "model": model, "path": path, "suite": suite, "limit": limit,
-                             "max_length": getattr(lm, "max_length", None)}
+                             "max_length": getattr(lm, "max_length", None), "model_args": model_args[model]}
             files.append(out / model / f"{suite}.json")
             files[-1].write_text(json.dumps(portable(res, run_dir), indent=1) + "\n")
             rows += tidy(res, model, suite)
