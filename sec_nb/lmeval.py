@@ -496,13 +496,16 @@ def lm_spec(path: str, cfg) -> tuple[str, dict]:
 
 MIN_TASK_CONTEXT = 256
 
-def context_length(suite: str, cfg) -> int | None:
+def context_length(suite: str, cfg, model_config=None) -> int | None:
     """The context lm-eval may use. Perplexity uses the trained context. The miniatures' contexts (64, 128 tokens)
     are shorter than some answer choices, which lm-eval refuses; their tasks run at 256 tokens (RoPE has no hard
     limit; what lies beyond the trained length is extrapolation, a limit of the miniature, not of the method).
+    A model with learned absolute positions (GPT-2's `n_positions`) has a hard limit: never beyond it.
     At paper scale: the model's own."""
     if not cfg.miniature: return None
-    return cfg.model.seq_len if suite.endswith("ppl") else max(cfg.model.seq_len, MIN_TASK_CONTEXT)
+    n = cfg.model.seq_len if suite.endswith("ppl") else max(cfg.model.seq_len, MIN_TASK_CONTEXT)
+    hard = getattr(model_config, "n_positions", None)
+    return min(n, hard) if isinstance(hard, int) else n
 
 def offline_env() -> None:
     "Everything is local: never reach the Hugging Face Hub."
@@ -787,7 +790,7 @@ def run_eval(run_dir: str | Path, cfg, extra_models: dict | None = None, suites:
         for suite, names in by_suite.items():
             if model.startswith("sweep_") and suite not in SWEEP_SUITES: continue
             t1 = time.time()
-            if hasattr(lm, "_max_length"): lm._max_length = context_length(suite, cfg)
+            if hasattr(lm, "_max_length"): lm._max_length = context_length(suite, cfg, getattr(getattr(lm, "_model", None), "config", None))
             if suite not in loaded: loaded[suite] = load_tasks(names, task_dir)
             limit = cfg.eval.suite_limit(suite)
             if model.startswith("sweep_") and limit: limit = max(1, limit // SWEEP_LIMIT_DIV)

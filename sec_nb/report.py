@@ -17,10 +17,10 @@ import seaborn as sns
 
 # %% auto 0
 __all__ = ['PAPER_NAMES', 'ORDER', 'GENERAL_GROUPS', 'CORPUS_LABELS', 'PRIMARY', 'GROUPS', 'TASK_TITLES', 'METRIC_WORDS',
-           'CHANCE', 'paper_name', 'model_order', 'palette', 'load_metrics', 'load_results', 'load_items', 'normalize',
-           'compared', 'primary', 'benchmark_group', 'figure_1_2', 'figure_3', 'figure_4', 'group_scores', 'figure_5',
-           'figure_6', 'check_insights', 'forgetting_table', 'figure_forgetting', 'tradeoff', 'figure_tradeoff', 'save',
-           'stage_times']
+           'CHANCE', 'paper_name', 'model_order', 'palette', 'load_metrics', 'load_results', 'load_items', 'seed_runs',
+           'load_seed_results', 'normalize', 'compared', 'primary', 'benchmark_group', 'with_seed_band', 'figure_1_2',
+           'figure_3', 'figure_4', 'group_scores', 'figure_5', 'figure_6', 'check_insights', 'seed_spread',
+           'forgetting_table', 'figure_forgetting', 'tradeoff', 'figure_tradeoff', 'save', 'stage_times']
 
 # %% ../nbs/07_report.ipynb
 PAPER_NAMES = {"base": "Base", "instruct": "Instruct", "cpt": "CPT", "merge_ties": "CPT-Merge", "ties": "CPT-Merge",
@@ -59,6 +59,18 @@ def load_items(run_dir) -> pd.DataFrame:
     path = Path(run_dir) / "eval" / "items.csv.gz"
     if not path.exists(): raise FileNotFoundError(f"{path}: no per-item results; rerun the eval stage")
     return pd.read_csv(path)
+
+def seed_runs(run_dir) -> dict[str, Path]:
+    "Other seeds' run directories (`sec-nb seeds` writes RUN/seeds/seed<k>/, laid out like a run), by name."
+    d = Path(run_dir) / "seeds"
+    return {p.name: p for p in sorted(d.glob("seed*")) if p.is_dir()} if d.exists() else {}
+
+def load_seed_results(run_dir) -> pd.DataFrame:
+    "Every seed's tidy table (this run as `seed` 'main'), for the spread across seeds."
+    frames = [load_results(run_dir).assign(seed="main")]
+    for name, p in seed_runs(run_dir).items():
+        if (p / "eval" / "results.csv").exists(): frames.append(load_results(p).assign(seed=name))
+    return pd.concat(frames, ignore_index=True)
 
 GENERAL_GROUPS = {"agieval": "AGIEval", "bbh": "BIG-bench MC (BBH items)", "gpt4all": "GPT4All", "truthfulqa": "TruthfulQA"}
 CORPUS_LABELS = {"ppl_wikitext": "WikiText", "ppl_code": "code\n(starcoderdata stand-in)",
@@ -114,24 +126,27 @@ METRIC_WORDS = {"exact_match": "exact match", "acc": "accuracy", "acc_norm": "ac
                 "rouge1": "ROUGE-1 F", "f1": "F1", "mcc": "Matthews correlation", "word_perplexity": "word perplexity"}
 CHANCE = {"finarg_ecc": 0.5, "finarg_ecc_ll": 0.5}
 
-def _errorbars(ax, table: pd.DataFrame, x: str, hue: str, names: list[str]):
-    "95% interval whiskers on seaborn's bars (one container per hue level, bars in the axis' x order)."
+def _errorbars(ax, table: pd.DataFrame, x: str, hue: str, names: list[str], cats: list[str]):
+    "95% interval whiskers on seaborn's bars (one container per hue level; category i sits at x = i)."
     if not {"ci_low", "ci_high"} <= set(table.columns): return
-    ticks, labels = np.asarray(ax.get_xticks(), float), [t.get_text() for t in ax.get_xticklabels()]
     for level, cont in zip([n for n in names if n in set(table[hue])], ax.containers):
         for bar in cont:
-            if not len(ticks) or bar.get_height() != bar.get_height(): continue
-            xv = labels[int(np.argmin(abs(ticks - (bar.get_x() + bar.get_width() / 2))))]   # the bar's category
+            k = int(round(bar.get_x() + bar.get_width() / 2))
+            if bar.get_height() != bar.get_height() or not 0 <= k < len(cats): continue
+            xv = cats[k]
             r = table[(table[hue] == level) & (table[x].astype(str) == xv)]
             if len(r) != 1 or pd.isna(r["ci_low"].iloc[0]): continue
             cx, v = bar.get_x() + bar.get_width() / 2, r["value"].iloc[0]
+            if "seed_low" in r and pd.notna(r["seed_low"].iloc[0]):     # the band across seeds, behind the whisker
+                ax.vlines(cx, r["seed_low"].iloc[0], r["seed_high"].iloc[0], color="orange", linewidth=5, alpha=0.6, zorder=3)
             ax.errorbar(cx, v, yerr=[[max(v - r["ci_low"].iloc[0], 0)], [max(r["ci_high"].iloc[0] - v, 0)]],
-                        fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+                        fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=4)
 
 def _bar(table: pd.DataFrame, x: str, y: str, title: str, ylabel: str, hue="name", col=None, log=False, chance=None):
     names = model_order(table[hue])
-    g = sns.catplot(data=table, kind="bar", x=x, y=y, hue=hue, hue_order=names, palette=palette(names),
-                    order=names if x == hue else None, col=col, col_wrap=min(3, table[col].nunique()) if col else None,
+    cats = names if x == hue else list(dict.fromkeys(table[x].astype(str)))
+    g = sns.catplot(data=table.assign(**{x: table[x].astype(str)}), kind="bar", x=x, y=y, hue=hue, hue_order=names,
+                    palette=palette(names), order=cats, col=col, col_wrap=min(3, table[col].nunique()) if col else None,
                     sharey=False, height=3.4, aspect=max(1.3, 0.4 * table[x].nunique()), legend_out=True, errorbar=None)
     g.set_axis_labels("" if x == "name" else x.replace("_", " "), ylabel + (" (log scale)" if log else ""))
     if col: g.set_titles("{col_name}")
@@ -139,21 +154,28 @@ def _bar(table: pd.DataFrame, x: str, y: str, title: str, ylabel: str, hue="name
         if log: ax.set_yscale("log")
         ax.tick_params(axis="x", rotation=30)
         sub = table[table[col] == key] if col else table
-        _errorbars(ax, sub, x, hue, names)
+        _errorbars(ax, sub, x, hue, names, cats)
         for c in ax.containers:
             if hasattr(c, "patches"): ax.bar_label(c, fmt="%.3g", fontsize=6, rotation=90 if len(names) * table[x].nunique() > 8 else 0, padding=2)
-        if not log:
-            top = max(float(np.nanmax(sub.get("ci_high", sub[y]).fillna(0))), float(sub[y].max()), 1e-9)
-            ax.set_ylim(0, max(top * 1.15, 0.05 if top <= 1 else top))    # from 0; never a 0.0015 axis
         c = chance(key) if callable(chance) else chance
+        if not log:
+            top = max(float(np.nanmax(sub.get("ci_high", sub[y]).fillna(0))), float(sub[y].max()), c or 0, 1e-9)
+            ax.set_ylim(0, max(top * 1.15, 0.05 if top <= 1 else top))    # from 0, chance in view; never a 0.0015 axis
         if c is not None and not log:
             ax.axhline(c, color="grey", linestyle="--", linewidth=0.8)
             ax.text(ax.get_xlim()[1], c, " chance", va="center", fontsize=7, color="grey")
-    g.figure.suptitle(title + "\nbars: 95% intervals (bootstrap over items)", y=1.06)
+    seeds = "; orange: range across seeds" if "seed_low" in table and table["seed_low"].notna().any() else ""
+    g.figure.suptitle(title + f"\nwhiskers: 95% intervals (bootstrap over items){seeds}", y=1.06)
     return g.figure
 
-def figure_1_2(metrics: pd.DataFrame):
-    "Figure 1 (LM loss) and Figure 2 (learning rate) of the CPT run, against consumed tokens."
+def with_seed_band(t: pd.DataFrame, seeds: pd.DataFrame | None, keys=("model", "suite", "task", "metric")) -> pd.DataFrame:
+    "Add each row's range across seeds (seed_low, seed_high, seeds) from `load_seed_results`."
+    if seeds is None or seeds["seed"].nunique() < 2: return t
+    band = seeds.groupby(list(keys))["value"].agg(seed_low="min", seed_high="max", seeds="count").reset_index()
+    return t.merge(band, on=list(keys), how="left")
+
+def figure_1_2(metrics: pd.DataFrame, seed_metrics: dict[str, pd.DataFrame] | None = None):
+    "Figure 1 (LM loss) and Figure 2 (learning rate) of the CPT run, against consumed tokens; the band across seeds."
     figs = []
     for col, title, ylabel in [("lm_loss", "Figure 1: LM loss during continual pre-training", "LM loss (nats/token)"),
                                ("lr", "Figure 2: learning rate during continual pre-training", "learning rate")]:
@@ -163,15 +185,22 @@ def figure_1_2(metrics: pd.DataFrame):
         if col == "lm_loss":   # the per-step loss is noisy at small batch sizes: show a running mean too
             smooth = metrics[col].rolling(max(len(metrics) // 20, 1), min_periods=1).mean()
             ax.plot(metrics["consumed_tokens"], smooth, color=_FIXED["CPT"], label="running mean")
+            if seed_metrics:   # min..max of the running mean over this run and the other seeds, step by step
+                runs = [metrics] + list(seed_metrics.values())
+                sm = pd.concat([m.set_index("iteration")[col].rolling(max(len(m) // 20, 1), min_periods=1).mean()
+                                for m in runs], axis=1)
+                x = metrics.set_index("iteration")["consumed_tokens"].reindex(sm.index)
+                ax.fill_between(x, sm.min(axis=1), sm.max(axis=1), color="orange", alpha=0.35,
+                                label=f"running mean, range over {len(runs)} seeds")
             ax.legend()
         ax.set(title=title, xlabel="consumed tokens", ylabel=ylabel)
         figs.append(fig)
     table = metrics[["iteration", "consumed_tokens", "lm_loss", "lr"]]
     return figs, table
 
-def figure_3(results: pd.DataFrame):
+def figure_3(results: pd.DataFrame, seeds: pd.DataFrame | None = None):
     "Figure 3: domain-specific (held-out SEC) perplexity by model; lower is better."
-    t = primary(compared(results)[lambda d: d["suite"] == "domain_ppl"])
+    t = with_seed_band(primary(compared(results)[lambda d: d["suite"] == "domain_ppl"]), seeds)
     fig = _bar(t, "name", "value", "Figure 3: domain perplexity on held-out SEC text (lower is better)",
                t["metric"].iloc[0].split(",")[0].replace("_", " ") if len(t) else "perplexity", log=True)
     return fig, t
@@ -211,9 +240,9 @@ def figure_5(results: pd.DataFrame, items: pd.DataFrame | None = None):
     return _bar(g, "group", "value", "Figure 5: general evaluations (Nous aggregation: unweighted mean of each group's "
                 f"tasks; lm-eval {importlib.metadata.version('lm_eval')} task YAMLs)", "score"), g
 
-def figure_6(results: pd.DataFrame):
+def figure_6(results: pd.DataFrame, seeds: pd.DataFrame | None = None):
     "Figure 6: general perplexity by dataset and model (stand-ins labelled); lower is better."
-    t = primary(compared(results)[lambda d: d["suite"] == "general_ppl"])
+    t = with_seed_band(primary(compared(results)[lambda d: d["suite"] == "general_ppl"]), seeds)
     t = t.assign(corpus=t["task"].map(lambda x: CORPUS_LABELS.get(x, x)))
     return _bar(t, "corpus", "value", "Figure 6: general perplexity by dataset (lower is better)", "word perplexity", log=True), t
 
@@ -229,9 +258,20 @@ def _within(c, band: float) -> str:
     if c["ci_low"] > band or c["ci_high"] < -band: return "disagrees"
     return "inconclusive (underpowered)" if c["mdd"] > band else "inconclusive"
 
-def check_insights(results: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    "Every insight of the paper's §6, as paired comparisons on this run's items, with three-valued verdicts."
+def check_insights(results: pd.DataFrame, items: pd.DataFrame, seed_items: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Every insight of the paper's §6, as paired comparisons on this run's items, with three-valued verdicts.
+    With other seeds' items, each comparison is also made on every seed: a verdict that the items call agrees or
+    disagrees stands only if every seed's effect has the same sign ("inconclusive (seeds disagree)" otherwise)."""
     from sec_nb.lmeval import NOUS_METRIC, SUITES, combine, compare, verdict
+    if seed_items:
+        main = check_insights(results, items)
+        per_seed = {k: check_insights(results, v) for k, v in seed_items.items()}
+        main["across seeds"] = ["; ".join(f"{k}: {per_seed[k].loc[j, 'verdict']}" for k in per_seed) for j in main.index]
+        for j in main.index:
+            vs = {per_seed[k].loc[j, "verdict"] for k in per_seed} | {main.loc[j, "verdict"]}
+            if main.loc[j, "verdict"] in ("agrees", "disagrees") and len(vs) > 1:
+                main.loc[j, "verdict"] = "inconclusive (seeds disagree)"
+        return main
     have = set(items["task"])
     rows = []
     def add(figure, insight, parts, how=None):
@@ -277,6 +317,21 @@ def check_insights(results: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     add("Fig. 6", "CPT lowers perplexity on every general dataset", [(f"{t}: log(CPT/Instruct)", c, -1) for t, c in rel.items()])
     add("Fig. 6", "general perplexity stays stable after CPT (within 25%)",
         [(f"{t}: log(CPT/Instruct)", c, ("within", float(np.log(1.25)))) for t, c in rel.items()])
+    return pd.DataFrame(rows)
+
+def seed_spread(seeds: pd.DataFrame) -> pd.DataFrame:
+    "How far each headline number (Figures 3 and 6 perplexities, Figure 4 scores, Figure 5 groups) moves across seeds."
+    rows = []
+    t = compared(seeds)
+    t = t[t["suite"].isin(["domain_ppl", "domain", "general_ppl"])]
+    p = pd.concat([primary(g).assign(seed=s) for s, g in t.groupby("seed")], ignore_index=True)
+    gs = pd.concat([group_scores(g).assign(seed=s, suite="general", task=lambda d: d["group"], metric="Nous mean")
+                    for s, g in compared(seeds).groupby("seed")], ignore_index=True)
+    for (name, suite, task, metric), g in pd.concat([p, gs], ignore_index=True).groupby(["name", "suite", "task", "metric"]):
+        main = g.loc[g["seed"] == "main", "value"]
+        rows.append({"model": name, "suite": suite, "task": task, "metric": metric,
+                     "this run": float(main.iloc[0]) if len(main) else np.nan, "min": g["value"].min(), "max": g["value"].max(),
+                     "spread (max-min)": g["value"].max() - g["value"].min(), "seeds": int(g["seed"].nunique())})
     return pd.DataFrame(rows)
 
 

@@ -46,15 +46,27 @@ def known_items(n=200) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_run(rd):
-    (rd / "cpt").mkdir(parents=True)
-    (rd / "eval").mkdir()
-    with open(rd / "cpt" / "metrics.jsonl", "w") as f:
-        for i in range(1, 21):
-            f.write(json.dumps({"iteration": i, "consumed_tokens": i * 512, "lm_loss": 6 - i * 0.1,
-                                "lr": 1e-3 * min(1, i / 5), "grad_norm": 1.0, "tokens_per_s": 1000}) + "\n")
-    known_results().to_csv(rd / "eval" / "results.csv", index=False)
-    known_items().to_csv(rd / "eval" / "items.csv.gz", index=False)
+def perturbed(seed: int):
+    "Another seed's tables: this run's, with every score and perplexity moved a little (deterministically)."
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    res, items = known_results(), known_items()
+    res["value"] = res["value"] * (1 + rng.uniform(-0.05, 0.05, len(res)))
+    flip = items["metric"] != "word_perplexity"
+    items.loc[flip, "value"] = np.where(rng.random(flip.sum()) < 0.05, 1 - items.loc[flip, "value"], items.loc[flip, "value"])
+    return res, items
+
+
+def write_run(rd, seeds=(1,)):
+    for run, (res, items) in [(rd, (known_results(), known_items()))] + [(rd / "seeds" / f"seed{k}", perturbed(k)) for k in seeds]:
+        (run / "cpt").mkdir(parents=True)
+        (run / "eval").mkdir()
+        with open(run / "cpt" / "metrics.jsonl", "w") as f:
+            for i in range(1, 21):
+                f.write(json.dumps({"iteration": i, "consumed_tokens": i * 512, "lm_loss": 6 - i * 0.1 + (0.05 * (run != rd)),
+                                    "lr": 1e-3 * min(1, i / 5), "grad_norm": 1.0, "tokens_per_s": 1000}) + "\n")
+        res.to_csv(run / "eval" / "results.csv", index=False)
+        items.to_csv(run / "eval" / "items.csv.gz", index=False)
 
 
 def test_insight_verdicts_are_computed():
@@ -69,6 +81,19 @@ def test_insight_verdicts_are_computed():
     assert v["CPT lowers perplexity on every general dataset"] == "agrees"
     ft = forgetting_table(df).set_index("task")
     assert ft.loc["hellaswag", "recovered"] == pytest.approx(0.5)
+
+
+def test_seeds_that_disagree_make_a_verdict_inconclusive():
+    "The items say CPT lowers SEC perplexity; if another seed's CPT is worse than Instruct, the verdict does not stand."
+    items = known_items()
+    other = items.copy()
+    sec = (other["task"] == "sec_heldout") & (other["model"] == "cpt")
+    other.loc[sec, "value"] = other.loc[sec, "value"] * 1.5            # log-likelihood 1.5x worse: perplexity 12 -> 41
+    v = check_insights(normalize(known_results()), items, {"seed1": other}).set_index("insight (paper)")
+    assert v.loc["CPT lowers SEC perplexity", "verdict"] == "inconclusive (seeds disagree)"
+    assert "seed1: disagrees" in v.loc["CPT lowers SEC perplexity", "across seeds"]
+    same = check_insights(normalize(known_results()), items, {"seed1": items}).set_index("insight (paper)")
+    assert same.loc["CPT lowers SEC perplexity", "verdict"] == "agrees"
 
 
 def test_difference_smaller_than_its_interval_is_inconclusive():
@@ -114,7 +139,13 @@ def test_report_stage_writes_figures_and_tables(report_run):
     assert fig3.to_dict() == {"CPT": 12.0, "CPT-Merge": 15.0, "Instruct": 30.0}
     rec = json.loads((out / "stage.json").read_text())
     assert rec["status"] == "ok" and rec["counts"]["figures"] >= 8 and rec["published"] is False
-    assert "verdict" in pd.read_csv(out / "insights.csv").columns
+    ins = pd.read_csv(out / "insights.csv")
+    assert "verdict" in ins.columns and ins["across seeds"].str.contains("seed1").all()
+    spread = pd.read_csv(out / "seed_spread.csv")                  # the second seed's numbers moved: a spread is shown
+    sec = spread[(spread.task == "sec_heldout") & (spread.model == "CPT")].iloc[0]
+    assert sec["this run"] == 12.0 and sec["seeds"] == 2 and 0 < sec["spread (max-min)"] < 0.05 * 12 * 2
+    band = pd.read_csv(out / "figure3_domain_perplexity.csv").set_index("name")
+    assert (band["seed_low"] <= band["value"]).all() and (band["value"] <= band["seed_high"]).all()
     trade = pd.read_csv(out / "merge_tradeoff.csv").set_index("name")
     assert set(trade.index) == {"Instruct", "CPT", "CPT-Merge", "sweep_linear", "sweep_ties_w0.75"}
     assert trade.loc["sweep_linear", "general perplexity"] == pytest.approx(48.0)

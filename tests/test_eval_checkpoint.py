@@ -1,0 +1,47 @@
+"""Any checkpoint joins the evaluation and the report: here a GPT-2 (learned positions, its own tokenizer,
+another vocabulary) beside the run's Llama models. Perplexities are compared per word and per byte, never per
+token, so different tokenizers stay comparable."""
+import math
+
+import pandas as pd
+import torch
+
+from test_eval import CFG, make_tokenizer, run_dir, world  # noqa: F401  (pytest fixtures)
+
+from sec_nb.lmeval import context_length, run_eval
+from sec_nb.report import figure_3, normalize
+
+
+def make_gpt2(folder, texts):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    tok = make_tokenizer(folder, texts)                 # trained on other texts: another vocabulary
+    torch.manual_seed(3)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=1, n_head=2,
+                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, tok
+
+
+def test_gpt2_with_its_own_tokenizer_joins_the_eval(run_dir, world, tmp_path):  # noqa: F811
+    for rel in ("models/base", "models/instruct"):                 # the run's own (Llama) models, working weights
+        for f in (world["untrained"]).iterdir(): (run_dir / rel / f.name).write_bytes(f.read_bytes())
+    gpt2, tok = make_gpt2(tmp_path / "gpt2", ["Quarterly revenue and margins of the filer.", "A different corpus."])
+    assert len(tok) != len(world["tok"])
+    res = run_eval(run_dir, CFG, extra_models={"my-gpt2": str(gpt2)}, suites=["domain_ppl"], log=None)
+    table = pd.read_csv(run_dir / "eval" / "results.csv")
+    mine = table[(table.model == "my-gpt2") & (table.task == "sec_heldout")].set_index("metric")
+    assert set(res["models"]) == {"base", "instruct", "my-gpt2"}
+    for m in ("word_perplexity", "byte_perplexity"):
+        v = mine.loc[m]
+        assert math.isfinite(v["value"]) and v["value"] > 1 and v["ci_low"] <= v["value"] <= v["ci_high"]
+    assert "token_perplexity" not in set(table.metric)               # per token would not compare across tokenizers
+    fig, t = figure_3(normalize(table))
+    assert "my-gpt2" in set(t["name"]) and t["metric"].iloc[0] == "word_perplexity"
+
+
+def test_learned_positions_cap_the_context():
+    from transformers import GPT2Config, LlamaConfig
+    assert context_length("domain", CFG, GPT2Config(n_positions=128)) == 128       # not 256: GPT-2 has no positions beyond
+    assert context_length("domain", CFG, LlamaConfig()) == 256                     # RoPE: the miniature's task context
+    assert context_length("domain_ppl", CFG, GPT2Config(n_positions=128)) == CFG.model.seq_len
