@@ -177,6 +177,16 @@ def test_rerun_on_fewer_suites_leaves_no_stale_results(run_dir, world):
     on_disk = sorted(p.relative_to(run_dir / "eval").as_posix() for p in (run_dir / "eval").glob("*/*.json")
                      if p.parent.name not in ("sets", "tasks"))
     assert on_disk == ["base/domain_ppl.json", "instruct/domain_ppl.json"] and len(res["files"]) == 2
+    # reproducible outputs: no absolute paths, timestamps or object addresses; tables byte-identical on a rerun
+    import re
+    for f in [*res["files"], run_dir / "eval" / "results.csv", run_dir / "eval" / "harness.json"]:
+        text = Path(f).read_text()
+        assert str(run_dir.resolve()) not in text and str(run_dir) not in text, f
+        assert not re.search(r'"(date|start_time|end_time)"|0x[0-9a-f]{6,}', text), f
+    first = {p.name: p.read_bytes() for p in [*res["files"], run_dir / "eval" / "results.csv", run_dir / "eval" / "items.csv.gz"]}
+    res2 = run_eval(run_dir, CFG, suites=["domain_ppl"], log=None)
+    again = {p.name: p.read_bytes() for p in [*res2["files"], run_dir / "eval" / "results.csv", run_dir / "eval" / "items.csv.gz"]}
+    assert again == first
 
 
 def test_dataset_not_matching_manifest(run_dir):

@@ -119,6 +119,15 @@ def report_run(tmp_path_factory):
     return rd
 
 
+def test_figures_are_byte_identical(tmp_path):
+    "The same table gives the same PNG bytes (no software version or date in the file)."
+    from sec_nb.report import figure_3, save
+    df = normalize(known_results())
+    a = save(figure_3(df)[0], None, tmp_path / "a", "f3")[0].read_bytes()
+    b = save(figure_3(df)[0], None, tmp_path / "b", "f3")[0].read_bytes()
+    assert a == b and b"matplotlib" not in a
+
+
 def test_stage_times_in_pipeline_order(tmp_path):
     recs = {"report": {"stage": "report", "status": "running"},
             "data": {"stage": "data", "status": "done", "notebook": "nbs/01_data.ipynb", "seconds": 80.0},
