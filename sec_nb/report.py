@@ -17,10 +17,11 @@ import seaborn as sns
 
 # %% auto 0
 __all__ = ['PAPER_NAMES', 'ORDER', 'GENERAL_GROUPS', 'CORPUS_LABELS', 'PRIMARY', 'GROUPS', 'TASK_TITLES', 'METRIC_WORDS',
-           'CHANCE', 'paper_name', 'model_order', 'palette', 'load_metrics', 'load_results', 'load_items', 'seed_runs',
-           'load_seed_results', 'normalize', 'compared', 'primary', 'benchmark_group', 'with_seed_band', 'figure_1_2',
-           'figure_3', 'figure_4', 'group_scores', 'figure_5', 'figure_6', 'check_insights', 'seed_spread',
-           'forgetting_table', 'figure_forgetting', 'tradeoff', 'figure_tradeoff', 'save', 'stage_times']
+           'CHANCE', 'paper_name', 'model_order', 'palette', 'load_metrics', 'load_results', 'load_items',
+           'model_precision', 'seed_runs', 'load_seed_results', 'normalize', 'compared', 'primary', 'benchmark_group',
+           'with_seed_band', 'figure_1_2', 'figure_3', 'figure_4', 'group_scores', 'figure_5', 'figure_6',
+           'check_insights', 'seed_spread', 'forgetting_table', 'figure_forgetting', 'tradeoff', 'figure_tradeoff',
+           'save', 'stage_times']
 
 # %% ../nbs/07_report.ipynb
 PAPER_NAMES = {"base": "Base", "instruct": "Instruct", "cpt": "CPT", "merge_ties": "CPT-Merge", "ties": "CPT-Merge",
@@ -59,6 +60,16 @@ def load_items(run_dir) -> pd.DataFrame:
     path = Path(run_dir) / "eval" / "items.csv.gz"
     if not path.exists(): raise FileNotFoundError(f"{path}: no per-item results; rerun the eval stage")
     return pd.read_csv(path)
+
+def model_precision(run_dir) -> pd.DataFrame:
+    "How each model was scored: backend arguments from its result files (the dtype is what 'full precision' meant)."
+    rows = []
+    for f in sorted((Path(run_dir) / "eval").glob("*/*.json")):
+        rec = json.loads(f.read_text()).get("sec_nb", {})
+        if "model_args" in rec:
+            rows.append({"model": rec["model"], "dtype": rec["model_args"].get("dtype"), "device": rec["model_args"].get("device", "gpu"),
+                         "harness": f"lm-eval {rec.get('harness')}"})
+    return pd.DataFrame(rows).drop_duplicates().reset_index(drop=True) if rows else pd.DataFrame(columns=["model", "dtype", "device", "harness"])
 
 def seed_runs(run_dir) -> dict[str, Path]:
     "Other seeds' run directories (`sec-nb seeds` writes RUN/seeds/seed<k>/, laid out like a run), by name."
