@@ -28,11 +28,12 @@ __all__ = ['PREFIX', 'SUITES', 'STAND_INS', 'HARNESS_DIRS', 'HARNESS_TASKS', 'SC
            'ppl_task', 'harness_task', 'task_configs', 'harness_index', 'harness_yaml', 'harness_config',
            'finben_exact_match', 'span_value', 'numeric_match', 'tatqa_answer_str', 'tatqa_em_f1', 'rouge1',
            'finben_label', 'finben_macro_f1', 'finben_mcc', 'convfinqa_results', 'tatqa_results', 'finarg_results',
-           'rouge_results', 'n_words', 'ppl_results', 'write_tasks', 'suite_tasks', 'EvalInputError', 'check_model',
-           'check_tasks', 'check_inputs', 'run_models', 'passages', 'sec_heldout_set', 'lm_args', 'check_backend',
-           'lm_spec', 'context_length', 'offline_env', 'load_lm', 'load_tasks', 'evaluate', 'tidy', 'item_rows',
-           'task_stat', 'bootstrap', 'add_intervals', 'write_tidy', 'harness_record', 'nous_task_scores',
-           'nous_average', 'compare', 'verdict', 'combine', 'portable', 'run_eval', 'suite_groups', 'claim_table']
+           'rouge_results', 'n_words', 'ppl_results', 'relative_data_files', 'absolute_data_files', 'write_tasks',
+           'suite_tasks', 'EvalInputError', 'check_model', 'check_tasks', 'check_inputs', 'run_models', 'passages',
+           'sec_heldout_set', 'lm_args', 'check_backend', 'lm_spec', 'context_length', 'offline_env', 'load_lm',
+           'load_tasks', 'evaluate', 'tidy', 'item_rows', 'task_stat', 'bootstrap', 'add_intervals', 'write_tidy',
+           'harness_record', 'nous_task_scores', 'nous_average', 'compare', 'verdict', 'combine', 'portable',
+           'run_eval', 'suite_groups', 'claim_table']
 
 # %% ../nbs/06_eval.ipynb
 PREFIX = "secnb_"
@@ -341,6 +342,20 @@ def ppl_results(doc, results):
 # %% ../nbs/06_eval.ipynb
 SHIM = '"Scoring functions for the secnb_* lm-eval tasks (written by sec_nb.lmeval)."\nfrom sec_nb.lmeval import *  # noqa\n'
 
+def _with_data_files(c: dict, fn) -> dict:
+    "`c` with `fn` applied to each of its data file paths."
+    files = (c.get("dataset_kwargs") or {}).get("data_files")
+    if not files: return c
+    return {**c, "dataset_kwargs": {**c["dataset_kwargs"], "data_files": {k: fn(v) for k, v in files.items()}}}
+
+def relative_data_files(c: dict, folder: Path) -> dict:
+    "Data files relative to the task file's folder: the run directory can move, and its files name no machine."
+    return _with_data_files(c, lambda f: os.path.relpath(Path(f).resolve(), Path(folder).resolve()))
+
+def absolute_data_files(c: dict, folder: Path) -> dict:
+    "What lm-eval needs (the datasets library resolves relative paths from the working directory)."
+    return _with_data_files(c, lambda f: str((Path(folder) / f).resolve()))
+
 def write_tasks(task_dir: str | Path, configs: dict[str, dict]) -> list[Path]:
     "Write our task YAMLs (each tagged `secnb_<suite>`), the scoring shim, and the harness tasks' overrides."
     task_dir = Path(task_dir)
@@ -348,6 +363,7 @@ def write_tasks(task_dir: str | Path, configs: dict[str, dict]) -> list[Path]:
     for old in [*task_dir.glob("*.yaml"), *(task_dir / "harness").glob("*.json")]: old.unlink()
     paths = []
     for name, c in configs.items():
+        c = relative_data_files(c, task_dir / "harness" if "harness_task" in c else task_dir)
         if "harness_task" in c:
             p = task_dir / "harness" / f"{name}.json"
             p.write_text(json.dumps(c, indent=1) + "\n")
@@ -400,7 +416,7 @@ def check_tasks(task_dir: str | Path, names: list[str]) -> None:
         if not isinstance(c, dict) or c.get("task") != n:
             raise EvalInputError(f"task file {h}: expected a mapping with task: {n}")
         for f in (c.get("dataset_kwargs") or {}).get("data_files", {}).values():
-            if not Path(f).exists(): raise EvalInputError(f"task file {h}: data file {f} does not exist")
+            if not (h.parent / f).exists(): raise EvalInputError(f"task file {h}: data file {f} does not exist")
 
 def check_inputs(models: dict[str, str], task_dir, task_names, set_dirs) -> None:
     for name, path in models.items(): check_model(name, path)
@@ -535,10 +551,16 @@ def load_tasks(task_names: list[str], task_dir) -> dict:
     "lm-eval Task objects for `task_names` from `task_dir` (built once, reused for every model)."
     offline_env()
     from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks._yaml_loader import load_yaml
     specs = []
     for n in task_names:
         h = Path(task_dir) / "harness" / f"{n[len(PREFIX):]}.json"
-        specs.append(harness_config(json.loads(h.read_text())) if h.exists() else n)
+        if h.exists(): specs.append(harness_config(absolute_data_files(json.loads(h.read_text()), h.parent)))
+        else:
+            y = Path(task_dir) / f"{n[len(PREFIX):]}.yaml"
+            cfg = absolute_data_files(load_yaml(y, resolve_func=True), y.parent)
+            cfg.pop("tag", None)
+            specs.append(cfg)
     return get_task_dict(specs, TaskManager(include_path=str(task_dir), include_defaults=False))
 
 def evaluate(lm, tasks: dict, limit: int = 0, bootstrap_iters: int = 0) -> dict:

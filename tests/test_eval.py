@@ -179,7 +179,9 @@ def test_rerun_on_fewer_suites_leaves_no_stale_results(run_dir, world):
     assert on_disk == ["base/domain_ppl.json", "instruct/domain_ppl.json"] and len(res["files"]) == 2
     # reproducible outputs: no absolute paths, timestamps or object addresses; tables byte-identical on a rerun
     import re
-    for f in [*res["files"], run_dir / "eval" / "results.csv", run_dir / "eval" / "harness.json"]:
+    tasks = [*(run_dir / "eval" / "tasks").glob("*.yaml"), *(run_dir / "eval" / "tasks" / "harness").glob("*.json")]
+    assert tasks
+    for f in [*res["files"], run_dir / "eval" / "results.csv", run_dir / "eval" / "harness.json", *tasks]:
         text = Path(f).read_text()
         assert str(run_dir.resolve()) not in text and str(run_dir) not in text, f
         assert not re.search(r'"(date|start_time|end_time)"|0x[0-9a-f]{6,}', text), f
