@@ -83,7 +83,7 @@ def verify_run(run_dir: str | Path, params: dict | None = None, keep: bool = Fal
     return 0
 
 # %% ../nbs/00_repro.ipynb
-REFERENCE_DIRS = {"tiny": "figures/tiny"}                # preset -> folder of the repository it publishes to
+REFERENCE_DIRS = {"tiny": "figures/tiny", "smol": "figures"}   # preset -> the repository folder it publishes to
 ORCHESTRATION_MODULES = ("__init__.py", "_modidx.py", "run.py", "repro.py")   # compute no numbers
 
 def _sha(data: bytes) -> str: return hashlib.sha256(data).hexdigest()
@@ -128,8 +128,10 @@ def reference_status(folder: str | Path, root: str | Path | None = None) -> dict
     folder = Path(folder)
     fp_file = folder / "FINGERPRINT.json"
     if not fp_file.exists():
+        preset = next((p for p, d in REFERENCE_DIRS.items() if Path(d).name == folder.name), "PRESET")
         return {"status": "not yet produced", "changed": [],
-                "message": f"{folder.name}/: not yet produced (no FINGERPRINT.json)"}
+                "message": f"{folder.name}/: not yet produced (no FINGERPRINT.json); make it with "
+                           f"`sec-nb run --preset {preset}`"}
     rec = json.loads(fp_file.read_text())
     now = fingerprint_parts(rec["preset"], root)
     if combine(now) == rec["fingerprint"]:
@@ -142,32 +144,28 @@ def reference_status(folder: str | Path, root: str | Path | None = None) -> dict
 
 def publish_reference(preset: str, run_dir: str | Path, params: dict | None = None, log=print,
                       root: str | Path | None = None) -> Path | None:
-    "Copy a current, default-preset run's figures and tables into its reference folder with FINGERPRINT.json."
+    """Copy a current, default-preset run's figures and tables into its reference folder with FINGERPRINT.json.
+    `root`: the checkout (its nbs/, data_manifests/ and the reference folder)."""
     if preset not in REFERENCE_DIRS: return None
     if params:
         log(f"reference: not published ({', '.join(params)} changed the preset)"); return None
     root, run_dir = Path(root or project_root()), Path(run_dir)
-    stale = stale_stages(preset, run_dir)
+    stale = stale_stages(preset, run_dir, nbs_dir=root / "nbs")
     if stale:
         log(f"reference: not published (stages not current: {', '.join(stale)})"); return None
     report = read_stage(run_dir, "report")
     files = [run_dir / o for o in report.get("outputs", []) if (run_dir / o).is_file()]
     dest = root / REFERENCE_DIRS[preset]
-    if dest.exists(): shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.iterdir():                      # the previous figures; README.md and sub-folders stay
+        if old.is_file() and old.name != "README.md": old.unlink()
     for f in files: shutil.copyfile(f, dest / f.name)
     parts = fingerprint_parts(preset, root)
-    seeds = sorted(p.name for p in (run_dir / "seeds").glob("seed*") if (p / "report").exists() or (p / "eval").exists()) \
+    seeds = sorted(p.name for p in (run_dir / "seeds").glob("seed*") if (p / "eval").exists()) \
         if (run_dir / "seeds").exists() else []
     (dest / "FINGERPRINT.json").write_text(json.dumps(
         {"preset": preset, "fingerprint": combine(parts), "commit": git_commit(root), "seed_runs": seeds,
-         "parts": parts}, indent=1, sort_keys=True) + "\n")
-    (dest / "README.md").write_text(
-        f"Figures and tables of the reference run of preset `{preset}` (data as named in data_manifests/), "
-        f"copied from its report stage by `sec-nb run --preset {preset}`"
-        + (f" after `sec-nb seeds --preset {preset} -n {len(seeds)}`" if seeds else "") + ".\n"
-        "FINGERPRINT.json holds the hashes of the code, data manifests and preset that made them; "
-        "tests/test_repro_reference.py fails when they no longer match.\n")
+         "files": sorted(f.name for f in files), "parts": parts}, indent=1, sort_keys=True) + "\n")
     log(f"reference: {len(files)} files and FINGERPRINT.json in {dest.relative_to(root)}")
     return dest
 
