@@ -1,10 +1,7 @@
 "The micro pipeline end to end through `sec-nb run`: every stage notebook that exists runs, and a rerun skips them."
 import json
-import os
-import subprocess
 
 import pytest
-
 
 from sec_nb.config import project_root
 from sec_nb.run import discover_stages
