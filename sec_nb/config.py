@@ -14,8 +14,8 @@ from typing import Any
 
 # %% auto 0
 __all__ = ['LLAMA3_70B', 'LLAMA3_8B', 'MICRO', 'TINY', 'SMALL', 'LLAMA3_70B_PRESET', 'LLAMA3_8B_PRESET', 'PRESETS', 'STAGES_DIR',
-           'ModelShape', 'TrainSpec', 'DataSpec', 'TokenSpec', 'ClusterSpec', 'MergeSpec', 'EvalSpec', 'Preset',
-           'apply_overrides', 'load_preset', 'cache_dir', 'stage_dir', 'project_root']
+           'ModelShape', 'TrainSpec', 'DataSpec', 'TokenSpec', 'ClusterSpec', 'MergeSpec', 'EvalSpec', 'SeedSpec',
+           'Preset', 'apply_overrides', 'load_preset', 'cache_dir', 'stage_dir', 'project_root']
 
 # %% ../nbs/00_config.ipynb
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class DataSpec:
     heldout_filings_pct: int = 10   # SEC filings held out for domain perplexity, split by filing
     general_max_docs: int = 0       # 0: all
     instruct_max: int = 0           # 0: all
+    mirror_only_inputs: bool = False  # also read pretrain_general, instruct_more, sec_domain_more (a mirror only)
 
 @dataclass(frozen=True)
 class TokenSpec:
@@ -137,6 +138,14 @@ class EvalSpec:
             if name == suite: return int(n)
         return self.limit
 
+@dataclass(frozen=True)
+class SeedSpec:
+    """The random seeds of a run. The data and tokens stages are deterministic without one (fixed shuffles);
+    `sec-nb seeds` varies these to measure how far results move from seed to seed."""
+    train: int = 1234               # model initialisation and the order of training samples (GPTDataset's shuffle)
+    merge: int = 0                  # mergekit's random sampling (DARE's drop masks); TIES itself is deterministic
+
+
 # %% ../nbs/00_config.ipynb
 @dataclass(frozen=True)
 class Preset:
@@ -150,6 +159,7 @@ class Preset:
     cluster: ClusterSpec = ClusterSpec()
     merge: MergeSpec = MergeSpec()
     eval: EvalSpec = EvalSpec()
+    seeds: SeedSpec = SeedSpec()
     base_model: str = ""            # paper scale: an HF id or folder; "" = trained here
     instruct_model: str = ""
     paper_refs: dict = field(default_factory=dict)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import fnmatch
 import gzip
 import hashlib
 import io
@@ -23,9 +24,11 @@ import requests
 from .config import cache_dir, project_root
 
 # %% auto 0
-__all__ = ['DATASET_ROLES', 'manifests_dir', 'load_manifest', 'dataset_names', 'sha256_bytes', 'read_mirror_file',
-           'count_records', 'origin_url', 'build_manifest', 'write_manifests', 'DataError', 'mirror_dir',
-           'MirrorDownloader', 'ZipMemberDownloader', 'fetch', 'dataset_dir']
+__all__ = ['DATASET_ROLES', 'DOCUMENTATION', 'ASSEMBLED_FIELDS', 'INPUT_DATASETS', 'manifests_dir', 'load_manifest',
+           'dataset_names', 'sha256_bytes', 'read_mirror_file', 'count_records', 'origin_url', 'is_documentation',
+           'assembled_origin', 'build_manifest', 'mirror_only_reason', 'write_manifests', 'DataError', 'mirror_dir',
+           'MirrorDownloader', 'origin_base', 'rebase', 'AssembledDownloader', 'ZipMemberDownloader',
+           'default_datasets', 'fetch', 'input_datasets', 'dataset_dir']
 
 # %% ../nbs/00_datasets.ipynb
 DATASET_ROLES: dict[str, dict] = {
@@ -107,6 +110,26 @@ def _source_entries(folder: Path) -> tuple[dict, dict]:
         info.setdefault("license", "public EDGAR records; host repositories' licences under licenses/")
     return info, entries
 
+# Files that the stages never read and that no origin serves as such: the mirror's own listings and README,
+# and the copies of licence texts it keeps beside the data. Without a mirror they are left out, and fetch says so.
+DOCUMENTATION = ("*README*", "*LICENSE*", "licenses/*", "manifest.json", "*_METADATA_*.csv")
+
+def is_documentation(rel: str) -> bool: return any(fnmatch.fnmatch(rel, g) for g in DOCUMENTATION)
+
+ASSEMBLED_FIELDS = ["repo", "commit", "path", "lang", "content"]
+
+def assembled_origin(data: bytes) -> dict | None:
+    """For a JSONL file whose every record is a file of a GitHub repository at a pinned commit ({repo, commit,
+    path, lang, content}, written by json.dumps): the origin that rebuilds it byte for byte from those files."""
+    try:
+        recs = [json.loads(l) for l in data.splitlines()]
+    except ValueError:
+        return None
+    if not recs or any(list(r) != ASSEMBLED_FIELDS for r in recs): return None
+    if "".join(json.dumps(r) + "\n" for r in recs).encode() != data: return None
+    return {"assembled_from_files": [{k: r[k] for k in ASSEMBLED_FIELDS[:-1]} for r in recs],
+            "record": "json.dumps({repo, commit, path, lang, content: the file as UTF-8 text}) per line"}
+
 def build_manifest(mirror: str | Path, name: str) -> dict:
     "A manifest for dataset `name` from the mirror folder `mirror`, every file hashed and counted."
     mirror, folder = Path(mirror), Path(mirror) / name
@@ -121,14 +144,26 @@ def build_manifest(mirror: str | Path, name: str) -> dict:
         if e.get("sha256") and e["sha256"] != sha256_bytes(data):
             raise ValueError(f"{name}/{rel}: mirror content does not match its SOURCE.json hash")
         origin = e.get("origin")
+        if origin is None and rel.endswith(".jsonl") and not e.get("transform"): origin = assembled_origin(data)
+        url = None if e.get("transform") else ("assembled" if origin and "assembled_from_files" in origin
+                                               else origin_url(origin))
         row = {"path": rel, "bytes": len(data), "sha256": sha256_bytes(data), "records": count_records(rel, data),
-               "origin": origin, "url": None if e.get("transform") else origin_url(origin)}
+               "origin": origin, "url": url}
         for k in ("form", "kind", "transform", "license"):
             if k in e: row[k] = e[k]
+        if url is None and is_documentation(rel): row["documentation"] = True
         files.append(row)
     role = DATASET_ROLES.get(name, {"role": "other"})
-    return {"name": name, **role, **info, "n_files": len(files), "bytes": sum(f["bytes"] for f in files),
-            "records": sum(f["records"] or 0 for f in files), "files": files}
+    return {"name": name, **role, **info, "mirror_only": mirror_only_reason(files), "n_files": len(files),
+            "bytes": sum(f["bytes"] for f in files), "records": sum(f["records"] or 0 for f in files), "files": files}
+
+def mirror_only_reason(files: list[dict]) -> str | None:
+    "Why a dataset can only come from a mirror (some data file that no origin serves byte for byte), or None."
+    missing = [f for f in files if not f.get("url") and not f.get("documentation")]
+    if not missing: return None
+    transformed = sum(1 for f in missing if f.get("transform"))
+    return (f"{len(missing)} of {len(files)} files have no origin that serves them byte for byte"
+            + (f" ({transformed} were transformed when the mirror was staged)" if transformed else ""))
 
 def write_manifests(mirror: str | Path, names: list[str] | None = None) -> list[Path]:
     "Regenerate data_manifests/NAME.json for `names` (default: every folder of the mirror)."
@@ -158,16 +193,38 @@ class MirrorDownloader:
         if isinstance(output_file, (str, Path)): Path(output_file).write_bytes(data)
         else: output_file.write(data)
 
+def origin_base() -> str | None:
+    "$SEC_NB_ORIGIN_BASE: a server that holds the origins' files at BASE/<host>/<path> (tests, caching proxies)."
+    return os.environ.get("SEC_NB_ORIGIN_BASE", "").rstrip("/") or None
+
+def rebase(url: str) -> str:
+    "An origin URL as `origin_base()` serves it (unchanged without one)."
+    base = origin_base()
+    if not base or "://" not in url: return url
+    return f"{base}/{url.split('://', 1)[1]}"
+
+class AssembledDownloader:
+    "pooch downloader: fetch every file an assembled JSONL is made of from its origin and write the JSONL."
+    def __init__(self, members: list[dict]): self.members = members
+    def __call__(self, url, output_file, pooch_obj, check_only=False):
+        with requests.Session() as s, open(output_file, "w", encoding="utf-8", newline="") as out:
+            for m in self.members:
+                src = rebase(origin_url({"repo": "github:" + m["repo"], "commit": m["commit"], "path": m["path"]}))
+                r = s.get(src, timeout=60)
+                r.raise_for_status()
+                out.write(json.dumps({**m, "content": r.content.decode("utf-8")}) + "\n")
+
 class ZipMemberDownloader:
     "pooch downloader: fetch a zip from its origin (cached) and extract one member."
     def __init__(self, archive_url: str, member: str, archives: Path):
         self.archive_url, self.member, self.archives = archive_url, member, archives
     def __call__(self, url, output_file, pooch_obj, check_only=False):
-        zpath = pooch.retrieve(self.archive_url, known_hash=None, path=self.archives, progressbar=False)
+        zpath = pooch.retrieve(rebase(self.archive_url), known_hash=None, path=self.archives, progressbar=False)
         with zipfile.ZipFile(zpath) as z: data = z.read(self.member)
         Path(output_file).write_bytes(data)
 
-def _fetch_file(name: str, f: dict, dest: Path, mirror: Path | None) -> Path:
+def _fetch_file(name: str, f: dict, dest: Path, mirror: Path | None) -> Path | None:
+    "Fetch one file and verify it; None for documentation that only a mirror holds (none given)."
     target = dest / f["path"]
     origin = f.get("origin") or {}
     if mirror is not None:
@@ -175,8 +232,12 @@ def _fetch_file(name: str, f: dict, dest: Path, mirror: Path | None) -> Path:
     elif origin.get("zip_member") and f.get("url"):
         url = f"zip://{origin['path']}/{origin['zip_member']}"
         downloader = ZipMemberDownloader(f["url"], origin["zip_member"], cache_dir() / "_archives")
+    elif "assembled_from_files" in origin:
+        url, downloader = f"assembled://{name}/{f['path']}", AssembledDownloader(origin["assembled_from_files"])
     elif f.get("url"):
-        url, downloader = f["url"], None
+        url, downloader = rebase(f["url"]), None
+    elif f.get("documentation"):
+        return None
     else:
         why = f.get("transform") or "its origin is not recorded"
         raise DataError(f"{name}/{f['path']}: only available from a mirror ({why}); pass --mirror or set SEC_NB_MIRROR")
@@ -192,19 +253,42 @@ def _fetch_file(name: str, f: dict, dest: Path, mirror: Path | None) -> Path:
         raise DataError(f"{name}/{f['path']}: download from {url} failed: {e}") from None
     return Path(got)
 
+def default_datasets() -> list[str]:
+    "The datasets every origin serves byte for byte: what the presets read by default."
+    return [n for n in dataset_names() if not load_manifest(n).get("mirror_only")]
+
 def fetch(names: list[str] | None = None, mirror: str | Path | None = None, dest: str | Path | None = None,
-          log=print) -> dict[str, Path]:
-    "Fetch and verify datasets into the cache; returns {name: folder}."
+          log=print, mirror_only: bool = False) -> dict[str, Path]:
+    """Fetch and verify datasets into the cache; returns {name: folder}. Without `names`: the default datasets,
+    and with `mirror_only` also those only a mirror serves."""
     pooch.get_logger().setLevel(logging.WARNING)   # pooch logs every file at INFO
     mirror, root = mirror_dir(mirror), Path(dest) if dest else cache_dir() / "data"
-    out = {}
-    for name in names or dataset_names():
+    names, out = names or (dataset_names() if mirror_only else default_datasets()), {}
+    for name in names:                 # before any download: a dataset no origin serves needs a mirror
+        why = load_manifest(name).get("mirror_only")
+        if why and mirror is None:
+            raise DataError(f"{name}: only a mirror serves this dataset ({why}); it is an opt-in "
+                            "(DataSpec.mirror_only_inputs, `data fetch --with-mirror-only`): set SEC_NB_MIRROR or pass --mirror")
+    for name in names:
         man, folder = load_manifest(name), root / name
-        for f in man["files"]: _fetch_file(name, f, folder, mirror)
+        skipped = [f["path"] for f in man["files"] if _fetch_file(name, f, folder, mirror) is None]
         (folder / ".manifest.sha256").write_text(sha256_bytes(json.dumps(man, sort_keys=True).encode()))
         out[name] = folder
-        if log: log(f"{name}: {man['n_files']} files, {man['bytes']/1e6:.1f} MB verified")
+        if log:
+            log(f"{name}: {man['n_files'] - len(skipped)} files, {man['bytes']/1e6:.1f} MB verified"
+                + (f"; {len(skipped)} documentation files only a mirror holds left out ({', '.join(skipped)})" if skipped else ""))
     return out
+
+INPUT_DATASETS = {         # the data stage's inputs by role: (exact copies, the default; mirror-only, an opt-in)
+    "sec_text": (("sec_text_sections",), ("sec_domain_more",)),
+    "general": (("pretrain_text",), ("pretrain_general",)),
+    "instruct": (("instruct_alpaca",), ("instruct_more",)),
+}
+
+def input_datasets(role: str, mirror_only: bool = False) -> list[str]:
+    "The datasets the data stage reads for `role`; `mirror_only` (DataSpec.mirror_only_inputs) adds the mirror-only ones."
+    exact, more = INPUT_DATASETS[role]
+    return [*exact, *(more if mirror_only else ())]
 
 def dataset_dir(name: str, mirror: str | Path | None = None) -> Path:
     "The verified local folder of dataset `name`, fetching it first if the cache does not hold this manifest's version."

@@ -210,16 +210,17 @@ def toy_merge_inputs(run_dir: str | Path, shape, seed: int = 0, step: float = 0.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "tokenizer.model")
 
-def merge_options(m: MergeSpec, **kw):
+def merge_options(m: MergeSpec, seed: int = 0, **kw):
     "mergekit MergeOptions from the preset's merge settings."
     from mergekit.common import parse_kmb
     from mergekit.options import MergeOptions
     return MergeOptions(device="cuda" if torch.cuda.is_available() else "cpu", cuda=torch.cuda.is_available(),
                         copy_tokenizer=True, lazy_unpickle=m.lazy_unpickle, low_cpu_memory=m.low_cpu_memory,
-                        out_shard_size=parse_kmb(m.out_shard_size), random_seed=0, quiet=True,
+                        out_shard_size=parse_kmb(m.out_shard_size), random_seed=seed, quiet=True,
                         write_model_card=True, **kw)
 
-def run_merge(config: dict, out_dir: str | Path, m: MergeSpec = MergeSpec(), tokenizer_from: str | Path | None = None) -> dict:
+def run_merge(config: dict, out_dir: str | Path, m: MergeSpec = MergeSpec(), tokenizer_from: str | Path | None = None,
+              seed: int = 0) -> dict:
     """Merge with mergekit as `config` says into `out_dir`, after checking inputs; write merge_config.yaml there.
     Returns {"seconds", "config_yaml", "out_dir"}."""
     from mergekit.merge import run_merge as mergekit_run
@@ -231,7 +232,7 @@ def run_merge(config: dict, out_dir: str | Path, m: MergeSpec = MergeSpec(), tok
     if out_dir.exists(): shutil.rmtree(out_dir)
     text = config_yaml(config)
     t0 = time.time()
-    mergekit_run(mc, str(out_dir), options=merge_options(m), config_source=text)
+    mergekit_run(mc, str(out_dir), options=merge_options(m, seed), config_source=text)
     seconds = time.time() - t0
     if tokenizer_from is not None:
         for name in TOKENIZER_FILES:

@@ -5,22 +5,29 @@
 # %% ../nbs/00_run.ipynb 2
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .config import load_preset, project_root
 
 # %% auto 0
-__all__ = ['TRACKED', 'Stage', 'discover_stages', 'hash_path', 'stage_json', 'read_stage', 'record_stage', 'notebook_text',
-           'package_hash', 'fingerprint', 'is_current', 'library_versions', 'StageFailed', 'run_stage', 'run_pipeline',
-           'write_html_report', 'parse_params', 'main']
+__all__ = ['DIGEST_EXCLUDED', 'DIGEST_TIMING_FIELDS', 'TRACKED', 'COMMANDS', 'Stage', 'discover_stages', 'hash_path',
+           'stage_json', 'read_stage', 'run_relative', 'resolve_in_run', 'record_stage', 'notebook_text',
+           'package_hash', 'fingerprint', 'is_current', 'stale_stages', 'digest_excluded', 'file_digest', 'tree_digest',
+           'output_digest', 'digest_differences', 'thread_settings', 'library_versions', 'StageFailed', 'run_stage',
+           'run_pipeline', 'write_html_report', 'parse_params', 'Command', 'command', 'main', 'run_command',
+           'seeds_command', 'data_command', 'presets_command']
 
 # %% ../nbs/00_run.ipynb
 @dataclass(frozen=True)
@@ -60,12 +67,23 @@ def _write_stage(run_dir, stage, record: dict):
     tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
     tmp.replace(p)
 
+def run_relative(path: str | Path, run_dir: str | Path) -> str:
+    "`path` relative to the run directory when it lies inside it (a run folder can move), else as given."
+    p = Path(path)
+    if not p.is_absolute(): return str(p)
+    try: return p.resolve().relative_to(Path(run_dir).resolve()).as_posix()
+    except ValueError: return str(p)
+
+def resolve_in_run(path: str, run_dir: str | Path) -> Path:
+    "The inverse of `run_relative`."
+    return Path(path) if Path(path).is_absolute() else Path(run_dir) / path
+
 def record_stage(run_dir: str | Path, stage: str, inputs=(), outputs=(), **fields) -> dict:
-    """Called by a stage notebook: add `inputs` (hashed), `outputs` (relative to the run directory) and any
-    other fields (counts, metrics) to the stage's stage.json."""
+    """Called by a stage notebook: add `inputs` (hashed), `outputs` and any other fields (counts, metrics) to
+    the stage's stage.json. Paths inside the run directory are written relative to it."""
     run_dir = Path(run_dir)
     rec = read_stage(run_dir, stage)
-    rec.setdefault("inputs", {}).update({str(p): hash_path(p) for p in inputs})
+    rec.setdefault("inputs", {}).update({run_relative(p, run_dir): hash_path(p) for p in inputs})
     rec.setdefault("outputs", [])
     rec["outputs"] += [str(Path(o).resolve().relative_to(run_dir.resolve()) if Path(o).is_absolute() else o)
                        for o in outputs if str(o) not in rec["outputs"]]
@@ -100,8 +118,78 @@ def is_current(run_dir: Path, stage: Stage, fp: str) -> bool:
     rec = read_stage(run_dir, stage.name)
     if rec.get("status") != "ok" or rec.get("fingerprint") != fp: return False
     for path, digest in rec.get("inputs", {}).items():
-        if not Path(path).exists() or hash_path(path) != digest: return False
+        p = resolve_in_run(path, run_dir)
+        if not p.exists() or hash_path(p) != digest: return False
     return all((run_dir / o).exists() for o in rec.get("outputs", []))
+
+def stale_stages(preset: str, run_dir: str | Path, params: dict | None = None,
+                 nbs_dir: str | Path | None = None) -> list[str]:
+    "The stages of `run_dir` that the current code, preset and `params` would rerun (none: the run is current)."
+    run_dir, params = Path(run_dir), dict(params or {})
+    pkg, upstream, stale = package_hash(), "", []
+    for stage in discover_stages(nbs_dir or project_root() / "nbs"):
+        fp = fingerprint(stage, {"preset": preset, **params}, upstream, pkg)
+        if stale or not is_current(run_dir, stage, fp): stale.append(stage.name)
+        upstream = fp
+    return stale
+
+# %% ../nbs/00_run.ipynb
+DIGEST_EXCLUDED = (
+    "*/stage.json", "*/stage.tmp",        # the run's own record: timings, versions, these digests
+    "notebooks/*",                        # executed notebooks: cell timings and kernel ids
+    "report.html",                        # the HTML rendering of the executed notebooks
+    "report/stage_times.csv",             # seconds per stage
+    "eval/timings.json",                  # seconds per model and suite
+    "merge/timings.json",                 # seconds per merge
+    "seeds/*",                            # the seed band: runs of their own, each with its own digests
+)
+DIGEST_TIMING_FIELDS = {"*metrics.jsonl": ("tokens_per_s",)}    # training logs: per-step throughput
+
+def digest_excluded(rel: str) -> bool: return any(fnmatch.fnmatch(rel, g) for g in DIGEST_EXCLUDED)
+
+def file_digest(path: str | Path, rel: str = "") -> str:
+    "sha256 of a file; of a training log, of its records without the timing fields (keys sorted)."
+    fields = next((f for g, f in DIGEST_TIMING_FIELDS.items() if fnmatch.fnmatch(rel or Path(path).name, g)), None)
+    h = hashlib.sha256()
+    if fields:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                rec = {k: v for k, v in json.loads(line).items() if k not in fields}
+                h.update(json.dumps(rec, sort_keys=True).encode() + b"\n")
+        return h.hexdigest()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
+
+def tree_digest(run_dir: str | Path, under: str = "") -> dict[str, str]:
+    "{path relative to run_dir: digest} of every file of the run (or of its folder `under`), less the exclusions."
+    run_dir = Path(run_dir)
+    root = run_dir / under if under else run_dir
+    out = {}
+    for p in sorted(root.rglob("*")) if root.exists() else ():
+        rel = p.relative_to(run_dir).as_posix()
+        if p.is_file() and not digest_excluded(rel): out[rel] = file_digest(p, rel)
+    return out
+
+def output_digest(run_dir: str | Path, stage: str) -> dict:
+    "The digest of a stage's folder as stage.json keeps it: one sha256 over all files, and each file's."
+    files = tree_digest(run_dir, stage)
+    h = hashlib.sha256()
+    for rel, d in files.items(): h.update(f"{rel}\x00{d}\n".encode())
+    return {"sha256": h.hexdigest(), "n_files": len(files), "files": files}
+
+def digest_differences(first: dict[str, str], second: dict[str, str]) -> list[str]:
+    "The files two {path: digest} maps disagree on, each with why."
+    out = []
+    for rel in sorted(set(first) | set(second)):
+        if rel not in second: out.append(f"{rel}: only in the first run")
+        elif rel not in first: out.append(f"{rel}: only in the second run")
+        elif first[rel] != second[rel]: out.append(f"{rel}: differs")
+    return out
+
+def thread_settings() -> dict:
+    "What decides the order of floating-point sums on a CPU: reruns compare equal only with the same settings."
+    return {"cpu_count": os.cpu_count(), **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
 
 # %% ../nbs/00_run.ipynb
 TRACKED = ("torch", "transformers", "megatron-core", "datatrove", "trafilatura", "boto3", "mergekit",
@@ -146,16 +234,21 @@ def run_stage(stage: Stage, run_dir: Path, preset: str, params: dict, fp: str, p
         status, error = "failed", _failure_message(stage, out_nb, e)
     rec = read_stage(run_dir, stage.name)
     rec.update(stage=stage.name, status=status, fingerprint=fp, preset=preset, params=params,
+               seeds=dataclasses.asdict(load_preset(preset, params).seeds), threads=thread_settings(),
                notebook=str(out_nb.relative_to(run_dir)), started=started,
                seconds=round(time.time() - t0, 2), versions=library_versions(), error=error)
+    if status == "ok": rec["digest"] = output_digest(run_dir, stage.name)
     _write_stage(run_dir, stage.name, rec)
     if error: raise StageFailed(error)
     return rec
 
 def run_pipeline(preset: str, run_dir: str | Path | None = None, from_stage: str | None = None,
                  only: str | None = None, params: dict | None = None, nbs_dir: str | Path | None = None,
-                 progress: bool = True, log=print) -> list[dict]:
-    "Run the stage notebooks in order; see the top of this notebook for the rules."
+                 progress: bool = True, log=print, html: bool = True,
+                 on_stage: Callable[[Stage, dict], None] | None = None) -> list[dict]:
+    """Run the stage notebooks in order; see the top of this notebook for the rules. `on_stage(stage, record)`
+    is called after each stage that ran or was skipped (it may raise to stop the run); `html=False` skips
+    the HTML report."""
     load_preset(preset, params)              # fail fast on an unknown preset or key
     params = dict(params or {})
     nbs_dir = Path(nbs_dir or project_root() / "nbs").resolve()
@@ -185,7 +278,8 @@ def run_pipeline(preset: str, run_dir: str | Path | None = None, from_stage: str
             rec, ran = run_stage(stage, run_dir, preset, params, fp, progress=progress), True
             log(f"{tag}: done in {rec['seconds']:.1f} s"); records.append(rec)
         upstream = fp
-    if ran or (records and not (run_dir / "report.html").exists()):
+        if on_stage: on_stage(stage, records[-1])
+    if html and (ran or (records and not (run_dir / "report.html").exists())):
         log(f"report: {write_html_report(run_dir, nbs_dir)}")
     return records
 
@@ -221,43 +315,98 @@ def parse_params(items: list[str]) -> dict:
         out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
     return out
 
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: Callable      # (argparse parser) -> None: adds the subcommand's options
+    run: Callable            # (parsed arguments) -> exit code
+
+COMMANDS: dict[str, Command] = {}
+
+def command(name: str, help: str, arguments: Callable = lambda p: None):
+    "Register the decorated function, (parsed arguments) -> exit code, as `sec-nb NAME`."
+    def register(fn):
+        COMMANDS[name] = Command(name, help, arguments, fn)
+        return fn
+    return register
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     ap = argparse.ArgumentParser(prog="sec-nb", description="Domain adaptation by CPT and merging, as a notebook report.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run the stage notebooks with papermill")
-    r.add_argument("--preset", default="tiny")
-    r.add_argument("--run-dir")
-    r.add_argument("--from", dest="from_stage")
-    r.add_argument("--only")
-    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
-    r.add_argument("--no-progress", action="store_true")
-    d = sub.add_parser("data", help="dataset manifests and fetching")
-    d.add_argument("action", choices=["fetch", "manifest", "list"])
-    d.add_argument("names", nargs="*")
-    d.add_argument("--mirror")
-    sub.add_parser("presets", help="print the presets")
+    for c in COMMANDS.values(): c.arguments(sub.add_parser(c.name, help=c.help))
     a = ap.parse_args(argv)
-    if a.cmd == "run":
-        try:
-            run_pipeline(a.preset, a.run_dir, a.from_stage, a.only, parse_params(a.param), progress=not a.no_progress)
-        except Exception as e:
-            if type(e).__name__ != "StageFailed": raise
-            print(f"sec-nb: {e}", file=sys.stderr); return 1
-    elif a.cmd == "data":
-        from sec_nb import datasets
-        try:
-            if a.action == "fetch": datasets.fetch(a.names or None, mirror=a.mirror)
-            elif a.action == "manifest":
-                if not datasets.mirror_dir(a.mirror): raise SystemExit("manifest needs --mirror or SEC_NB_MIRROR")
-                for p in datasets.write_manifests(datasets.mirror_dir(a.mirror), a.names or None): print(p)
-            else:
-                for n in datasets.dataset_names(): print(n)
-        except datasets.DataError as e:
-            print(f"sec-nb: {e}", file=sys.stderr); return 1
+    try:
+        return COMMANDS[a.cmd].run(a) or 0
+    except Exception as e:     # a failed stage or dataset: one clear line, exit status 1
+        if type(e).__name__ not in ("StageFailed", "DataError"): raise
+        print(f"sec-nb: {e}", file=sys.stderr); return 1
+
+# %% ../nbs/00_run.ipynb
+def _run_arguments(p):
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--run-dir")
+    p.add_argument("--from", dest="from_stage")
+    p.add_argument("--only")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--verify", action="store_true",
+                   help="rerun a finished run into a temporary folder and name the first stage whose outputs differ")
+    p.add_argument("--keep", action="store_true", help="with --verify: keep the temporary run")
+    p.add_argument("--all-stages", action="store_true", help="with --verify: rerun and compare every stage")
+
+@command("run", "run the stage notebooks with papermill", _run_arguments)
+def run_command(a) -> int:
+    from sec_nb import repro
+    run_dir = Path(a.run_dir or Path("runs") / a.preset)
+    if a.verify:
+        return repro.verify_run(run_dir, params=parse_params(a.param) or None, keep=a.keep,
+                               all_stages=a.all_stages, progress=not a.no_progress)
+    params = parse_params(a.param)
+    run_pipeline(a.preset, run_dir, a.from_stage, a.only, params, progress=not a.no_progress)
+    if not (a.from_stage or a.only): repro.publish_reference(a.preset, run_dir, params)
+    return 0
+
+# %% ../nbs/00_run.ipynb
+def _seeds_arguments(p):
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--run-dir", help="the finished run (default runs/PRESET); seed runs go to RUN/seeds/seed<k>/")
+    p.add_argument("-n", type=int, default=3, help="how many other seeds")
+    p.add_argument("--no-progress", action="store_true")
+
+@command("seeds", "repeat a finished run with other seeds (init, data order, merge sampling), then redo its report",
+         _seeds_arguments)
+def seeds_command(a) -> int:
+    from sec_nb import repro
+    repro.run_seeds(a.preset, Path(a.run_dir or Path("runs") / a.preset), a.n, progress=not a.no_progress)
+    return 0
+
+# %% ../nbs/00_run.ipynb
+def _data_arguments(p):
+    p.add_argument("action", choices=["fetch", "manifest", "list"])
+    p.add_argument("names", nargs="*")
+    p.add_argument("--mirror")
+    p.add_argument("--with-mirror-only", action="store_true",
+                   help="fetch: also the datasets only a mirror serves (transformed when the mirror was staged)")
+
+@command("data", "dataset manifests and fetching", _data_arguments)
+def data_command(a) -> int:
+    from sec_nb import datasets
+    if a.action == "fetch":
+        datasets.fetch(a.names or None, mirror=a.mirror, mirror_only=a.with_mirror_only)
+    elif a.action == "manifest":
+        if not datasets.mirror_dir(a.mirror): raise SystemExit("manifest needs --mirror or SEC_NB_MIRROR")
+        for p in datasets.write_manifests(datasets.mirror_dir(a.mirror), a.names or None): print(p)
     else:
-        from sec_nb.config import PRESETS
-        for p in PRESETS.values():
-            print(f"{p.name:11s} {p.model.n_params()/1e6:10.2f}M params  cpt {p.cpt.steps} steps  "
-                  f"{p.cluster.launcher} {p.cluster.nodes}x{p.cluster.gpus_per_node or 'cpu'}")
+        for n in datasets.dataset_names(): print(n)
+    return 0
+
+# %% ../nbs/00_run.ipynb
+@command("presets", "print the presets")
+def presets_command(a) -> int:
+    from sec_nb.config import PRESETS
+    for p in PRESETS.values():
+        print(f"{p.name:11s} {p.model.n_params()/1e6:10.2f}M params  cpt {p.cpt.steps} steps  "
+              f"{p.cluster.launcher} {p.cluster.nodes}x{p.cluster.gpus_per_node or 'cpu'}")
     return 0

@@ -1,4 +1,7 @@
-"Shared fixtures: throwaway stage notebooks for the orchestrator."
+"Shared fixtures: throwaway stage notebooks for the orchestrator, the micro run, the datasets' origins, services."
+import json
+import os
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -35,6 +38,87 @@ def stage_nbs(tmp_path):
     (nbs / "00_config.ipynb").write_text((nbs / "03_log.ipynb").read_text())  # not a stage: 00
     (nbs / "index.ipynb").write_text((nbs / "03_log.ipynb").read_text())      # not a stage: no number
     return nbs
+
+
+# --- the micro pipeline, run once per session ---------------------------------------------------------------
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory):
+    """`sec-nb run --preset micro` from an empty folder, then the same command again (it must skip every stage).
+    Used by test_pipeline.py (what each stage records) and test_repro.py (a second run gives the same bytes)."""
+    import subprocess
+    run_dir = tmp_path_factory.mktemp("micro")
+    cmd = [SEC_NB, "run", "--preset", "micro", "--run-dir", str(run_dir), "--no-progress"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return run_dir, first.stdout, second
+
+
+# --- the datasets' origins, served from a local HTTP server (no mirror) ---------------------------------------
+def origin_routes(mirror):
+    """{URL path under the server: bytes} for every file of the default datasets, at the place its origin URL
+    names (BASE/<host>/<path>): files as the mirror holds them (verified against the manifests' sha256 by fetch),
+    zip archives rebuilt from their members, and the source files an assembled JSONL is made of."""
+    import io, zipfile
+    from sec_nb import datasets
+    routes, zips = {}, {}
+    def place(url): return "/" + url.split("://", 1)[1]
+    for name in datasets.default_datasets():
+        for f in datasets.load_manifest(name)["files"]:
+            origin = f.get("origin") or {}
+            if not f.get("url"): continue                       # documentation only the mirror holds
+            data = datasets.read_mirror_file(mirror, name, f["path"])
+            if origin.get("zip_member"): zips.setdefault(f["url"], {})[origin["zip_member"]] = data
+            elif "assembled_from_files" in origin:
+                for line in data.splitlines():
+                    r = json.loads(line)
+                    routes[f"/raw.githubusercontent.com/{r['repo']}/{r['commit']}/{r['path']}"] = r["content"].encode()
+            else: routes[place(f["url"])] = data
+    for url, members in zips.items():
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for member, data in sorted(members.items()): z.writestr(member, data)
+        routes[place(url)] = buf.getvalue()
+    return routes
+
+
+@pytest.fixture(scope="session")
+def origin_server():
+    "The default datasets' origins on loopback HTTP; yields (base URL, requests seen, paths not found)."
+    import http.server, threading, urllib.parse
+    from sec_nb import datasets
+    mirror = datasets.mirror_dir()
+    if mirror is None: pytest.skip("building the local origins needs SEC_NB_MIRROR (set by .ci/run)")
+    routes, hits, missing = origin_routes(mirror), [], []
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self):
+            path = urllib.parse.unquote(self.path)         # requests quotes spaces in origin paths
+            hits.append(path)
+            body = routes.get(path)
+            if body is None: missing.append(path); self.send_error(404); return
+            self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+            self.wfile.write(body)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits, missing
+    httpd.shutdown()
+
+
+def no_mirror_env(cache, base):
+    "The environment of a machine with no mirror whose internet is the local origin server."
+    env = {k: v for k, v in os.environ.items() if k != "SEC_NB_MIRROR"}
+    return {**env, "SEC_NB_CACHE": str(cache), "SEC_NB_ORIGIN_BASE": base}
+
+
+@pytest.fixture(scope="session")
+def origin_fetch(origin_server, tmp_path_factory):
+    "`sec-nb data fetch` with no mirror into a fresh cache, from the local origins: (cache, result)."
+    import subprocess
+    cache = tmp_path_factory.mktemp("origin_cache")
+    res = subprocess.run([SEC_NB, "data", "fetch"], capture_output=True, text=True, timeout=900,
+                         env=no_mirror_env(cache, origin_server[0]))
+    return cache, res
 
 
 # --- real services -------------------------------------------------------------------------------------

@@ -1,26 +1,14 @@
 "The micro pipeline end to end through `sec-nb run`: every stage notebook that exists runs, and a rerun skips them."
 import json
-import os
-import subprocess
 
 import pytest
-
-from conftest import SEC_NB
 
 from sec_nb.config import project_root
 from sec_nb.run import discover_stages
 
 STAGES = [s.name for s in discover_stages(project_root() / "nbs")]
 
-
-@pytest.fixture(scope="module")
-def micro_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("micro")
-    cmd = [SEC_NB, "run", "--preset", "micro", "--run-dir", str(run_dir), "--no-progress"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
-    assert first.returncode == 0, first.stdout + first.stderr
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    return run_dir, first.stdout, second
+# the `micro_run` fixture (conftest.py) is shared with test_repro.py, which reruns it to compare bytes
 
 
 @pytest.mark.skipif(not STAGES, reason="no stage notebooks yet")
@@ -32,6 +20,9 @@ def test_every_stage_runs_and_records(micro_run):
         assert rec["versions"]["torch"] and rec["seconds"] > 0
         assert (run_dir / rec["notebook"]).exists()
         assert all((run_dir / o).exists() for o in rec["outputs"]), name
+        assert rec["digest"]["n_files"] == len(rec["digest"]["files"]) > 0, name
+        assert rec["seeds"] == {"train": 1234, "merge": 0} and rec["threads"]["cpu_count"], name
+        assert not any(k.startswith("/") for k in rec.get("inputs", {})), (name, "inputs inside the run dir are relative")
     assert out.count("done in") == len(STAGES)
 
 

@@ -30,7 +30,9 @@ def test_runs_in_order_injects_parameters_and_records(stage_nbs, tmp_path):
     assert rec["params"] == {"word": "filings", "cpt.steps": 3} and rec["versions"]["papermill"]
     assert rec["outputs"] == ["make/x.txt"] and rec["seconds"] > 0
     use = json.loads((rd / "use" / "stage.json").read_text())
-    assert list(use["inputs"]) == [str(rd / "make" / "x.txt")]
+    assert list(use["inputs"]) == ["make/x.txt"]                # inside the run dir: relative, so it can move
+    assert rec["digest"]["files"] == {"make/x.txt": __import__("hashlib").sha256(b"filings").hexdigest()}
+    assert rec["seeds"] == {"train": 1234, "merge": 0}
     executed = json.loads((rd / "notebooks" / "01_make.ipynb").read_text())
     injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert "word = \"filings\"" in "".join(injected[0]["source"])
@@ -101,6 +103,11 @@ def test_parse_params_reads_yaml_scalars():
     assert parse_params(["a=1", "b=x", 'c={"m": "p"}', "d=0.5"]) == {"a": 1, "b": "x", "c": {"m": "p"}, "d": 0.5}
     with pytest.raises(SystemExit):
         parse_params(["novalue"])
+
+
+def test_subcommands_are_registered_in_one_place():
+    from sec_nb.run import COMMANDS
+    assert {"run", "seeds", "data", "presets"} <= set(COMMANDS)
 
 
 def test_sec_nb_command_is_installed():
