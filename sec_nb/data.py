@@ -30,24 +30,31 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from fsspec.compression import register_compression
+from lxml import etree
 
-from .edgar import EdgarReader, clean_plain_text
+from .edgar import EdgarReader, cell_text, clean_plain_text, restore_tables, stash_tables, unwrap_ixbrl
 
 # %% auto 0
-__all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'RejectFilter',
-           'remove_boilerplate', 'count_letters', 'quality_reason', 'SecQualityFilter', 'word_hashes', 'MinHasher',
-           'dedup_keys', 'DedupKeys', 'DedupFilter', 'gzip_writer', 'is_heldout', 'SplitWriter', 'list_filings',
-           'balanced_order', 'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus', 'account',
-           'sec_text_documents', 'write_documents', 'chunk_text', 'general_documents', 'instruct_examples',
-           'write_instruct']
+__all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'ixbrl_facts',
+           'markdown_tables', 'numbers_kept', 'RejectFilter', 'remove_boilerplate', 'count_letters', 'quality_reason',
+           'SecQualityFilter', 'word_hashes', 'MinHasher', 'dedup_keys', 'DedupKeys', 'DedupFilter', 'gzip_writer',
+           'is_heldout', 'SplitWriter', 'list_filings', 'balanced_order', 'build_pipeline', 'wait_for_slurm',
+           'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents', 'write_documents', 'chunk_text',
+           'general_documents', 'instruct_examples', 'write_instruct']
 
 # %% ../nbs/01_data.ipynb
 def html_to_markdown(html: str) -> str:
-    "trafilatura Markdown of an HTML document, tables kept ('' when nothing is extracted)."
+    "Markdown of an EDGAR HTML document: inline XBRL unwrapped, tables rendered by `table_rows`, the rest by trafilatura ('' when nothing is extracted)."
     import trafilatura
+    from trafilatura.utils import load_html
     if "<pre" not in html[:200000].lower(): html = re.sub(r"\s*[\r\n]+\s*", " ", html)
-    return trafilatura.extract(html, output_format="markdown", include_tables=True, favor_recall=True,
-                               include_comments=False, deduplicate=False) or ""
+    tree = load_html(unwrap_ixbrl(html))
+    if tree is None: return ""
+    etree.strip_tags(tree, "span", "font")         # styling wrappers: their text stays where it was
+    tables = stash_tables(tree)
+    md = trafilatura.extract(tree, output_format="markdown", include_tables=True, favor_recall=True,
+                             include_comments=False, deduplicate=False) or ""
+    return re.sub(r"\n{3,}", "\n\n", restore_tables(md, tables)).strip()
 
 
 class ExtractTimeout(BaseException):
@@ -105,6 +112,66 @@ class EdgarExtractor(PipelineStep):
                     if m.get("reject"): doc.text = ""
                 self.stat_update("rejected" if m.get("reject") else "extracted")
                 yield doc
+
+# %% ../nbs/01_data.ipynb
+def _hidden(el) -> bool:
+    while el is not None:
+        if el.tag == "ix:header" or "display:none" in (el.get("style") or "").replace(" ", "").lower(): return True
+        el = el.getparent()
+    return False
+
+_LABEL_RE = re.compile(r"[A-Za-z]{2,}")
+
+def ixbrl_facts(html: str) -> list[tuple[str, str | None]]:
+    "The visible, non-nil `ix:nonFraction` facts: (printed value, line item of its row; '' for none, None outside tables)."
+    from trafilatura.utils import load_html
+    out = []
+    for el in load_html(html).iter("ix:nonfraction"):
+        if el.get("xsi:nil") == "true" or _hidden(el) or not (value := cell_text(el)): continue
+        tr = el.getparent()
+        while tr is not None and tr.tag != "tr": tr = tr.getparent()
+        label = None if tr is None else ""
+        for td in (tr if tr is not None else []):
+            if td.tag not in ("td", "th"): continue
+            if el in td.iter(): break
+            if _LABEL_RE.search(t := cell_text(td)): label = t; break
+        out.append((value, label))
+    return out
+
+
+def markdown_tables(md: str) -> list[list[list[str]]]:
+    "The tables of a Markdown text as parsed by markdown-it-py (GFM tables): rows of cell texts."
+    from markdown_it import MarkdownIt
+    tables, row = [], None
+    for tok in MarkdownIt("commonmark").enable("table").parse(md):
+        if tok.type == "table_open": tables.append([])
+        elif tok.type == "tr_open": row = []
+        elif tok.type == "tr_close": tables[-1].append(row); row = None
+        elif tok.type in ("th_open", "td_open"): row.append("")          # an empty cell has no inline token
+        elif tok.type == "inline" and row is not None: row[-1] = "".join(c.content for c in tok.children or [])
+    return tables
+
+
+def _key(s: str) -> str: return re.sub(r"\s+", "", s).rstrip(":").lower()
+
+def numbers_kept(html: str, md: str) -> dict:
+    "How many visible ix:nonFraction facts of `html` appear in `md` in a table row with their line item."
+    rows = defaultdict(list)
+    for table in markdown_tables(md):
+        for r in table:
+            r = [c.replace("\xa0", " ") for c in r]
+            rows[_key(next((c for c in r if _LABEL_RE.search(c)), ""))].append(r)
+    text = md.replace("\xa0", " ")
+    found, missing = 0, []
+    for value, label in (facts := ixbrl_facts(html)):
+        pat = re.compile(r"(?<![\d.,])" + re.escape(value) + r"(?![\d]|[.,]\d)")
+        if label is None: ok = bool(pat.search(text))
+        else:
+            candidates = rows.get(_key(label), []) if label else [r for rs in rows.values() for r in rs]
+            ok = any(pat.search(c) for r in candidates for c in r)
+        found += ok
+        if not ok: missing.append((value, label))
+    return {"facts": len(facts), "found": found, "share": found / len(facts) if facts else 1.0, "missing": missing}
 
 # %% ../nbs/01_data.ipynb
 class RejectFilter(BaseFilter):
