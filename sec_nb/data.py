@@ -38,9 +38,9 @@ from .edgar import EdgarReader, cell_text, clean_plain_text, restore_tables, sta
 __all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'ixbrl_facts',
            'markdown_tables', 'numbers_kept', 'RejectFilter', 'remove_boilerplate', 'count_letters', 'quality_reason',
            'SecQualityFilter', 'word_hashes', 'MinHasher', 'dedup_keys', 'DedupKeys', 'DedupFilter', 'gzip_writer',
-           'is_heldout', 'SplitWriter', 'list_filings', 'balanced_order', 'build_pipeline', 'wait_for_slurm',
-           'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents', 'write_documents', 'chunk_text',
-           'general_documents', 'instruct_examples', 'write_instruct']
+           'is_heldout', 'SplitWriter', 'StrictJsonlReader', 'HandoverReader', 'list_filings', 'balanced_order',
+           'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents',
+           'write_documents', 'chunk_text', 'general_documents', 'instruct_examples', 'write_instruct']
 
 # %% ../nbs/01_data.ipynb
 def html_to_markdown(html: str) -> str:
@@ -350,9 +350,9 @@ class DedupFilter(BaseFilter):
 
 # %% ../nbs/01_data.ipynb
 class _FastGzipFile(gzip.GzipFile):
-    "gzip at level 1 that closes the file it wraps on close."
+    "gzip at level 1 that closes the file it wraps on close; no time stamp or file name in the header (reproducible bytes)."
     def __init__(self, infile, mode="rb", **kwargs):
-        super().__init__(fileobj=infile, mode=mode, compresslevel=1)
+        super().__init__(filename="", fileobj=infile, mode=mode, compresslevel=1, mtime=0)
         self._wrapped = infile
 
     def close(self):
@@ -392,6 +392,36 @@ class SplitWriter(PipelineStep):
                 yield doc
 
 # %% ../nbs/01_data.ipynb
+class StrictJsonlReader(JsonlReader):
+    "datatrove's JsonlReader that loses nothing: an unparsable line or an empty text becomes a document with a `reject` "
+    "reason (datatrove's own skips them with a log line); no `file_path` (an absolute path) is added to the metadata."
+    name = "🐿 Jsonl (strict)"
+
+    def __init__(self, data_folder, **kwargs):
+        super().__init__(data_folder, add_file_path=False, **kwargs)
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        with self.data_folder.open(filepath, "r", compression=self.compression) as f:
+            for li, line in enumerate(f):
+                with self.track_time():
+                    try: row = orjson.loads(line)
+                    except orjson.JSONDecodeError as e:
+                        yield Document(text="", id=f"{filepath}:{li}", metadata={
+                            "reject": "unparsable_line", "source_file": filepath, "error": str(e)[:200], "payload": "unparsable"})
+                        continue
+                    if not row.get("text"):
+                        meta = row.get("metadata") or {}
+                        yield Document(text="", id=str(row.get("id") or f"{filepath}:{li}"),
+                                       metadata={**meta, "reject": "empty_text", "source_file": meta.get("source_file", filepath)})
+                        continue
+                    yield self.get_document_from_dict(row, filepath, li)
+
+
+class HandoverReader(StrictJsonlReader):
+    "The reader of the hand-over folder between the two executors (its own name, so its count is checked apart)."
+    name = "🤝 hand-over"
+
+
 def list_filings(source: str, max_filings: int = 0) -> dict[str, int]:
     "The raw files under `source` and their sizes, sorted, in one listing (local or S3); `max_filings` > 0 takes that many, evenly spread."
     sizes = {f: info.get("size", 0) or 0 for f, info in get_datafolder(source).find("", detail=True).items()}
@@ -448,8 +478,9 @@ def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1
         DedupKeys(),
         JsonlWriter(f"{out}/scratch/extracted", output_filename="${rank}.jsonl", compression=None),
     ], tasks, workers, f"{out}/scratch/logs/extract", executor, slurm=slurm, name="sec_extract")
-    readers = [JsonlReader(f"{out}/scratch/extracted")] + [JsonlReader(f) for f in extra_folders]
+    readers = [HandoverReader(f"{out}/scratch/extracted")] + [StrictJsonlReader(f) for f in extra_folders]
     dedup = _executor(readers + [
+        RejectFilter(exclusion_writer=rej("read")),
         SecQualityFilter(min_words=min_words, exclusion_writer=rej("quality_extra")),
         DedupFilter(exclusion_writer=rej("dedup")),
         SplitWriter(f"{out}/sec_train", f"{out}/sec_heldout", heldout_pct),
@@ -511,13 +542,14 @@ def _read_jsonl_folder(folder: str):
                 if line.strip(): yield orjson.loads(line)
 
 
-def _step_total(logging_dir: str, kind: str) -> int:
-    "Documents yielded by the READER steps, or written by the WRITER steps, of a datatrove run (its stats files)."
+def _step_total(logging_dir: str, kind: str, name: str = "") -> int:
+    "Documents yielded by the READER steps, or written by the WRITER steps, of a datatrove run (its stats files); "
+    "`name`: only the steps whose name holds it."
     df, total = get_datafolder(logging_dir), 0
     count = (lambda st: st.get("documents", {}).get("total", 0)) if kind == "READER" else (lambda st: st.get("total", 0))
-    for name in df.list_files("stats"):
-        with df.open(name) as f: stats = json.load(f)
-        total += sum(count(s["stats"]) for s in stats if f"{kind}:" in s["name"])
+    for f_name in df.list_files("stats"):
+        with df.open(f_name) as f: stats = json.load(f)
+        total += sum(count(s["stats"]) for s in stats if f"{kind}:" in s["name"] and name in s["name"])
     return total
 
 
@@ -534,7 +566,7 @@ def account(output: str) -> dict:
             by["form"][m.get("form", "")].update(kept=1, kept_words=w)
             by["payload"][m.get("payload", "")].update(kept=1)
     rejected = Counter()
-    for step in ("format", "quality", "quality_extra", "dedup"):
+    for step in ("format", "quality", "read", "quality_extra", "dedup"):
         for d in _read_jsonl_folder(f"{out}/rejected/{step}"):
             m = d.get("metadata", {})
             reason = m.get("filter_reason", "unknown")
@@ -542,9 +574,13 @@ def account(output: str) -> dict:
             by["reason"][reason].update(docs=1, bytes=m.get("bytes", 0))
             by["form"][m.get("form", "")].update(rejected=1)
             by["payload"][m.get("payload", "")].update(rejected=1)
-    # documents read from raw files, plus extra documents read by the dedup step (not the hand-over folder)
-    read = _step_total(f"{out}/scratch/logs/extract", "READER") + _step_total(f"{out}/scratch/logs/dedup", "READER") \
-        - _step_total(f"{out}/scratch/logs/extract", "WRITER")
+    # documents in: those of the raw files plus those of the extra folders; the hand-over folder is counted
+    # twice, as written by the first executor and as read by the second, and the two counts must agree
+    logs = f"{out}/scratch/logs"
+    handed, received = _step_total(f"{logs}/extract", "WRITER"), _step_total(f"{logs}/dedup", "READER", HandoverReader.name)
+    if handed != received:
+        raise RuntimeError(f"hand-over mismatch in {out}/scratch/extracted: {handed} documents written, {received} read")
+    read = _step_total(f"{logs}/extract", "READER") + _step_total(f"{logs}/dedup", "READER", StrictJsonlReader.name)
     filings = {s: sum(1 for k in kept if k.startswith(f"filings_{s}:")) for s in ("sec_train", "sec_heldout")}
     kept = Counter({k: v for k, v in kept.items() if not k.startswith("filings_")})
     acc = {"read": read, "kept": dict(kept), "rejected": dict(rejected), "filings_kept": filings,
