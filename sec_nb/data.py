@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import string
+import struct
 import sys
 import threading
 import time
@@ -25,10 +26,15 @@ import orjson
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+                                              MinhashDedupFilter, MinhashDedupSignature)
 from datatrove.pipeline.extractors.base import ExtractorSandbox
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
+from datatrove.utils.binaryio import read_tuples_from_file
+from datatrove.utils.hashing import HashConfig
+from datatrove.utils.word_tokenizers import WordTokenizer
 from fsspec.compression import register_compression
 from lxml import etree
 
@@ -37,10 +43,11 @@ from .edgar import EdgarReader, cell_text, clean_plain_text, restore_tables, sta
 # %% auto 0
 __all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'ixbrl_facts',
            'markdown_tables', 'numbers_kept', 'RejectFilter', 'remove_boilerplate', 'count_letters', 'quality_reason',
-           'SecQualityFilter', 'word_hashes', 'MinHasher', 'dedup_keys', 'DedupKeys', 'DedupFilter', 'gzip_writer',
-           'is_heldout', 'SplitWriter', 'StrictJsonlReader', 'HandoverReader', 'list_filings', 'balanced_order',
-           'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents',
-           'write_documents', 'chunk_text', 'general_documents', 'instruct_examples', 'write_instruct']
+           'SecQualityFilter', 'word_hashes', 'shingle_hashes', 'MinHasher', 'minhash_config', 'SecMinhashSignature',
+           'StableMinhashCluster', 'SecMinhashFilter', 'gzip_writer', 'is_heldout', 'SplitWriter', 'StrictJsonlReader',
+           'TaskFileReader', 'list_filings', 'balanced_order', 'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline',
+           'copy_corpus', 'account', 'sec_text_documents', 'write_documents', 'chunk_text', 'general_documents',
+           'instruct_examples', 'write_instruct']
 
 # %% ../nbs/01_data.ipynb
 def html_to_markdown(html: str) -> str:
@@ -99,7 +106,8 @@ class EdgarExtractor(PipelineStep):
                 m = doc.metadata
                 if not m.get("reject"):
                     with self.track_time():
-                        if m["payload"] == "html":
+                        if m.get("format"): pass                 # already text (the extra SEC text folders)
+                        elif m["payload"] == "html":
                             try:
                                 doc.text = extract(doc.text)
                                 m["format"] = "markdown"
@@ -221,7 +229,6 @@ class SecQualityFilter(BaseFilter):
         self.min_words = min_words
 
     def filter(self, doc: Document):
-        if "dedup_keys" in doc.metadata: return True      # cleaned and checked already, in the extract step
         doc.text = remove_boilerplate(doc.text)
         reason = quality_reason(doc.text, self.min_words)
         return (False, reason) if reason else True
@@ -263,7 +270,7 @@ def word_hashes(text: str) -> np.ndarray:
         i = j
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
-def _shingle_hashes(words: np.ndarray, n: int = 5) -> np.ndarray:
+def shingle_hashes(words: np.ndarray, n: int = 5) -> np.ndarray:
     "32-bit hashes of the word `n`-grams, one per position (a repeated n-gram repeats: the minimum does not mind)."
     ids = words >> _S32
     if len(ids) < n: ids = np.pad(ids, (0, n - len(ids)))
@@ -282,71 +289,133 @@ class MinHasher:
         self.a = (rng.randint(0, 2**63, size=(bands * rows, 1), dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
         self.b = rng.randint(0, 2**63, size=(bands * rows, 1), dtype=np.uint64) << np.uint64(1)
 
-    def signature(self, words: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        "The minimum of each hash function over the word 5-grams, as uint32 (in chunks, to stay in cache)."
+    def signature(self, shingles: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        "The minimum of each hash function over the shingles, as uint32 (in chunks, to stay in cache)."
         sig = np.full(len(self.a), 0xFFFFFFFF, dtype=np.uint64)
-        for h in _chunks(_shingle_hashes(words), chunk):
-            x = self.a * h                                 # (functions, shingles): wraps modulo 2^64
+        for i in range(0, len(shingles), chunk):
+            x = self.a * shingles[i:i + chunk]             # (functions, shingles): wraps modulo 2^64
             x += self.b
             x >>= _S32
             np.minimum(sig, x.min(axis=1), out=sig)
         return sig.astype(np.uint32)
 
-    def band_keys(self, sig: np.ndarray) -> list[bytes]:
-        return [bytes([i]) + sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
+
+def minhash_config(bands: int = 14, rows: int = 8) -> MinhashConfig:
+    "datatrove's MinHash settings for our signatures: `bands` buckets of `rows` 32-bit values, word 5-grams."
+    return MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, hash_config=HashConfig(precision=32))
 
 
-def _chunks(a: np.ndarray, n: int):
-    for i in range(0, len(a), n): yield a[i:i + n]
+class SecMinhashSignature(MinhashDedupSignature):
+    "datatrove's signature step (its files, sorting and checks) with vectorised word 5-grams and hash functions, "
+    "and a list of the document ids of each task, which the cluster step reads to choose survivors."
+    name = "🎯 MinHash signatures (SEC)"
+
+    def __init__(self, output_folder, config: MinhashConfig | None = None):
+        config = config or minhash_config()
+        assert config.hash_config.precision == 32, "our signatures are 32-bit values"
+        # datatrove's English word tokenizer needs spaCy, which our 5-grams do not use: any tokenizer object will do
+        super().__init__(output_folder, config, language=_NoWordTokenizer())
+        self.hasher = MinHasher(config.num_buckets, config.hashes_per_bucket, config.seed)
+
+    def get_shingles(self, text: str) -> np.ndarray:
+        return shingle_hashes(word_hashes(text), self.config.n_grams)
+
+    def get_signature(self, shingles: np.ndarray) -> list[list[int]]:
+        return np.split(self.hasher.signature(shingles), self.config.num_buckets)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
+        with self.output_folder.open(f"ids/{rank:05d}.ids", "wb") as ids:
+            def noted(docs):
+                for doc in docs:
+                    ids.write(orjson.dumps(doc.id) + b"\n")       # line k: the id of document k of this task
+                    yield doc
+            super().run(noted(data), rank, world_size)
 
 
-def dedup_keys(text: str, hasher: MinHasher) -> dict:
-    "The exact key (sha1 of the sequence of word hashes) and the MinHash signature (hex) of a document."
-    words = word_hashes(text)
-    return {"exact": hashlib.sha1(words.tobytes()).hexdigest(), "minhash": hasher.signature(words).tobytes().hex()}
+class _NoWordTokenizer(WordTokenizer):
+    def __init__(self): super().__init__("en")
+    def word_tokenize(self, text): raise NotImplementedError("SecMinhashSignature makes its own 5-grams")
+    sent_tokenize = span_tokenize = word_tokenize
 
 
-class DedupKeys(PipelineStep):
-    "Computes each document's dedup keys where the work is parallel; `DedupFilter` then only compares them."
-    name = "🔑 dedup keys"
-    type = "🫂 - DEDUP"
+class StableMinhashCluster(MinhashDedupCluster):
+    "datatrove's cluster step (union of the duplicate pairs of every bucket), keeping in each cluster the document "
+    "with the smallest id instead of the one datatrove's union order leaves as root, which moves with the task count."
+    name = "🎯 MinHash clusters (stable)"
 
-    def __init__(self, bands: int = 14, rows: int = 8):
-        super().__init__()
-        self.hasher = MinHasher(bands, rows)
+    def __init__(self, input_folder, output_folder, ids_folder, config: MinhashConfig | None = None):
+        super().__init__(input_folder, output_folder, config or minhash_config())
+        self.ids_folder = get_datafolder(ids_folder)
+
+    def clusters(self) -> list[list[tuple[int, int]]]:
+        "The clusters of (task, document index) with more than one member, each sorted, from the .dups files."
+        dup_files = self.input_folder.list_files(glob_pattern="*.dups")
+        assert len(dup_files) % self.config.num_buckets == 0, "the number of .dups files must be a multiple of num_buckets"
+        parent = {}
+        def root(x):
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]                     # path halving
+                x = parent[x]
+            return x
+        for name in dup_files:
+            with self.input_folder.open(name, "rb") as f:
+                for f1, d1, f2, d2 in read_tuples_from_file(f, "4I", lines_to_buffer=self.lines_to_buffer):
+                    ra, rb = root((f1, d1)), root((f2, d2))
+                    if ra != rb: parent[max(ra, rb)] = min(ra, rb)
+        groups = defaultdict(list)
+        for node in parent: groups[root(node)].append(node)
+        return sorted(sorted(g) for g in groups.values())
+
+    def doc_ids(self, nodes) -> dict:
+        "The document id of each (task, index) in `nodes`, read from the signature step's id lists (only those)."
+        wanted, out = defaultdict(set), {}
+        for task, idx in nodes: wanted[task].add(idx)
+        for task, idxs in wanted.items():
+            with self.ids_folder.open(f"ids/{task:05d}.ids", "rb") as f:
+                for k, line in enumerate(f):
+                    if k in idxs: out[task, k] = orjson.loads(line)
+        return out
+
+    def run(self, data: DocumentsPipeline = None, _: int = 0, world_size: int = 1):
+        assert world_size == 1, "the cluster step is one task"
+        with self.track_time():
+            groups = self.clusters()
+            ids = self.doc_ids([n for g in groups for n in g])
+            removed = []
+            for g in groups:
+                keep = min(g, key=lambda n: (ids[n], n))          # a stable key: the same whatever the task count
+                removed += [(n, ids[keep]) for n in g if n != keep]
+                self.stat_update("clusters"); self.stat_update("duplicates", value=len(g))
+            self.stat_update("to_remove", value=len(removed))
+            with self.output_folder.get_output_file_manager(mode="wb") as out:
+                for (task, idx), survivor in sorted(removed):
+                    out.write(f"{task:06d}.remove", struct.pack("<I", idx))
+                    out.write(f"{task:06d}.survivors", orjson.dumps(survivor) + b"\n")
+
+
+class SecMinhashFilter(MinhashDedupFilter):
+    "datatrove's filter step; a removed document goes to the exclusion writer with the reason `near_duplicate` and "
+    "the id of the document kept in its place."
+    name = "🎯 MinHash filter"
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for doc in data:
-            with self.track_time():
-                doc.metadata["dedup_keys"] = dedup_keys(doc.text, self.hasher)
-            yield doc
+        survivors = iter([])
+        if self.data_folder.isfile(f"{rank:06d}.survivors"):
+            with self.data_folder.open(f"{rank:06d}.survivors", "rb") as f: survivors = iter(f.readlines())
+        writer, self.exclusion_writer = self.exclusion_writer, _ReasonWriter(self.exclusion_writer, survivors)
+        try: yield from super().run(data, rank, world_size)
+        finally: self.exclusion_writer = writer
 
 
-class DedupFilter(BaseFilter):
-    "Drops exact (same words) and near duplicates (MinHash LSH); the first document seen is kept."
-    name = "👯 dedup"
-
-    def __init__(self, exclusion_writer=None, bands: int = 14, rows: int = 8):
-        super().__init__(exclusion_writer)
-        self.hasher = MinHasher(bands, rows)
-        self.exact, self.bands = {}, {}
-
-    def filter(self, doc: Document):
-        # keys computed by DedupKeys in the extract step travel in the metadata; they are not part of the output
-        keys = doc.metadata.pop("dedup_keys", None) or dedup_keys(doc.text, self.hasher)
-        if keys["exact"] in self.exact:
-            doc.metadata["duplicate_of"] = self.exact[keys["exact"]]
-            return False, "exact_duplicate"
-        sig = np.frombuffer(bytes.fromhex(keys["minhash"]), dtype=np.uint32)
-        assert len(sig) == self.hasher.bands * self.hasher.rows, f"{doc.id}: signature of {len(sig)} values"
-        bands = self.hasher.band_keys(sig)
-        for k in bands:
-            if k in self.bands:
-                doc.metadata["duplicate_of"] = self.bands[k]
-                return False, "near_duplicate"
-        self.exact[keys["exact"]] = doc.id
-        for k in bands: self.bands[k] = doc.id
-        return True
+class _ReasonWriter:
+    "Wraps an exclusion writer: sets `filter_reason` and `duplicate_of` (the .survivors line of the removed document)."
+    def __init__(self, writer, survivors): self.writer, self.survivors = writer, survivors
+    def __enter__(self): self.writer.__enter__(); return self
+    def __exit__(self, *exc): return self.writer.__exit__(*exc)
+    def write(self, doc, rank=0, **kw):
+        doc.metadata["filter_reason"] = "near_duplicate"
+        doc.metadata["duplicate_of"] = orjson.loads(next(self.survivors))
+        self.writer.write(doc, rank, **kw)
 
 # %% ../nbs/01_data.ipynb
 class _FastGzipFile(gzip.GzipFile):
@@ -414,12 +483,20 @@ class StrictJsonlReader(JsonlReader):
                         yield Document(text="", id=str(row.get("id") or f"{filepath}:{li}"),
                                        metadata={**meta, "reject": "empty_text", "source_file": meta.get("source_file", filepath)})
                         continue
-                    yield self.get_document_from_dict(row, filepath, li)
+                    doc = self.get_document_from_dict(row, filepath, li)
+                    for k in ("payload", "format"): doc.metadata.setdefault(k, "text")   # already-extracted text
+                    yield doc
 
 
-class HandoverReader(StrictJsonlReader):
-    "The reader of the hand-over folder between the two executors (its own name, so its count is checked apart)."
+class TaskFileReader(StrictJsonlReader):
+    "Reads the hand-over file its task wrote in the first executor (`<rank>.jsonl`), and only that one: the MinHash "
+    "filter finds documents by their index in the task that computed their signatures."
     name = "🤝 hand-over"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data: yield from data
+        name = f"{rank:05d}.jsonl"
+        yield from self.read_files_shard([name] if self.data_folder.exists(name) else [])
 
 
 def list_filings(source: str, max_filings: int = 0) -> dict[str, int]:
@@ -466,26 +543,33 @@ def _executor(pipeline, tasks, workers, logging_dir, executor, depends=None, slu
 
 def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1, timeout: float = 30.0,
                    min_words: int = 50, heldout_pct: int = 10, paths_file: str | None = None,
-                   extra_folders: list[str] = (), executor: str = "local", slurm: dict | None = None):
-    "The two executors (extract, then dedup + split); run the second one (it runs its dependency first)."
-    out = output.rstrip("/")
+                   extra_folders: list[str] = (), executor: str = "local", slurm: dict | None = None,
+                   bands: int = 14, rows: int = 8) -> dict:
+    "The four executors (extract + signatures, buckets, clusters, filter + split); run the last one (it runs its dependencies first)."
+    out, scratch = output.rstrip("/"), f"{output.rstrip('/')}/scratch"
     rej = lambda step: gzip_writer(f"{out}/rejected/{step}")
-    extract = _executor([
+    config = minhash_config(bands, rows)
+    run = lambda steps, n, name, depends=None: _executor(steps, n, min(workers, n), f"{scratch}/logs/{name}", executor,
+                                                          depends=depends, slurm=slurm, name=f"sec_{name}")
+    extract = run([
         EdgarReader(source, paths_file=paths_file),
+        *[StrictJsonlReader(f) for f in extra_folders],
         EdgarExtractor(timeout=timeout),
         RejectFilter(exclusion_writer=rej("format")),
         SecQualityFilter(min_words=min_words, exclusion_writer=rej("quality")),
-        DedupKeys(),
-        JsonlWriter(f"{out}/scratch/extracted", output_filename="${rank}.jsonl", compression=None),
-    ], tasks, workers, f"{out}/scratch/logs/extract", executor, slurm=slurm, name="sec_extract")
-    readers = [HandoverReader(f"{out}/scratch/extracted")] + [StrictJsonlReader(f) for f in extra_folders]
-    dedup = _executor(readers + [
-        RejectFilter(exclusion_writer=rej("read")),
-        SecQualityFilter(min_words=min_words, exclusion_writer=rej("quality_extra")),
-        DedupFilter(exclusion_writer=rej("dedup")),
+        JsonlWriter(f"{scratch}/extracted", output_filename="${rank}.jsonl", compression=None),
+        SecMinhashSignature(f"{scratch}/minhash/signatures", config),
+    ], tasks, "extract")
+    buckets = run([MinhashDedupBuckets(f"{scratch}/minhash/signatures", f"{scratch}/minhash/buckets", config=config)],
+                  config.num_buckets, "buckets", extract)
+    clusters = run([StableMinhashCluster(f"{scratch}/minhash/buckets", f"{scratch}/minhash/remove",
+                                         f"{scratch}/minhash/signatures", config)], 1, "clusters", buckets)
+    split = run([
+        TaskFileReader(f"{scratch}/extracted"),
+        SecMinhashFilter(f"{scratch}/minhash/remove", exclusion_writer=rej("dedup")),
         SplitWriter(f"{out}/sec_train", f"{out}/sec_heldout", heldout_pct),
-    ], 1, 1, f"{out}/scratch/logs/dedup", executor, depends=extract, slurm=slurm, name="sec_dedup")
-    return extract, dedup
+    ], tasks, "filter", clusters)
+    return {"extract": extract, "buckets": buckets, "clusters": clusters, "filter": split}
 
 
 def wait_for_slurm(logging_dir: str, tasks: int, timeout_s: float = 600) -> None:
@@ -508,12 +592,11 @@ def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor
     paths_file = f"{out}/scratch/paths.txt"
     with get_datafolder(f"{out}/scratch").open("paths.txt", "w") as f:
         f.write("\n".join(balanced_order(files, tasks)) + "\n")
-    extract, dedup = build_pipeline(source, out, tasks=tasks, paths_file=paths_file, executor=executor, **kw)
+    stages = build_pipeline(source, out, tasks=tasks, paths_file=paths_file, executor=executor, **kw)
     t0 = time.time()
-    dedup.run()
+    stages["filter"].run()
     if executor == "slurm":
-        wait_for_slurm(f"{out}/scratch/logs/extract", tasks)
-        wait_for_slurm(f"{out}/scratch/logs/dedup", 1)
+        for name, ex in stages.items(): wait_for_slurm(f"{out}/scratch/logs/{name}", ex.world_size)
     acc = account(out)
     acc["files"], acc["seconds"] = len(files), round(time.time() - t0, 2)
     return acc
@@ -566,7 +649,7 @@ def account(output: str) -> dict:
             by["form"][m.get("form", "")].update(kept=1, kept_words=w)
             by["payload"][m.get("payload", "")].update(kept=1)
     rejected = Counter()
-    for step in ("format", "quality", "read", "quality_extra", "dedup"):
+    for step in ("format", "quality", "dedup"):
         for d in _read_jsonl_folder(f"{out}/rejected/{step}"):
             m = d.get("metadata", {})
             reason = m.get("filter_reason", "unknown")
@@ -577,10 +660,10 @@ def account(output: str) -> dict:
     # documents in: those of the raw files plus those of the extra folders; the hand-over folder is counted
     # twice, as written by the first executor and as read by the second, and the two counts must agree
     logs = f"{out}/scratch/logs"
-    handed, received = _step_total(f"{logs}/extract", "WRITER"), _step_total(f"{logs}/dedup", "READER", HandoverReader.name)
+    handed, received = _step_total(f"{logs}/extract", "WRITER"), _step_total(f"{logs}/filter", "READER")
     if handed != received:
         raise RuntimeError(f"hand-over mismatch in {out}/scratch/extracted: {handed} documents written, {received} read")
-    read = _step_total(f"{logs}/extract", "READER") + _step_total(f"{logs}/dedup", "READER", StrictJsonlReader.name)
+    read = _step_total(f"{logs}/extract", "READER")
     filings = {s: sum(1 for k in kept if k.startswith(f"filings_{s}:")) for s in ("sec_train", "sec_heldout")}
     kept = Counter({k: v for k, v in kept.items() if not k.startswith("filings_")})
     acc = {"read": read, "kept": dict(kept), "rejected": dict(rejected), "filings_kept": filings,

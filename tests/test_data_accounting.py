@@ -28,13 +28,13 @@ def test_reader_skips_are_counted(tmp_path):
 def test_handover_loss_fails_loudly(tmp_path):
     src = write_filings(tmp_path, n=2)
     out = tmp_path / "out"
-    extract, dedup = build_pipeline(str(src), str(out), tasks=1, workers=1, min_words=20)
-    extract.run()
+    stages = build_pipeline(str(src), str(out), tasks=1, workers=1, min_words=20)
+    stages["extract"].run()
     f = next((out / "scratch" / "extracted").glob("*.jsonl"))
     lines = f.read_text().splitlines(True)
     f.write_text("".join(lines[:-1]))                 # one document lost between the two executors
-    dedup.depends = None
-    dedup.run()
+    stages["buckets"].depends = None                # the rest of the stage, without running the extraction again
+    stages["filter"].run()
     with pytest.raises(RuntimeError, match="hand-over mismatch.*4 documents written, 3 read"):
         account(str(out))
 
