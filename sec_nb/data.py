@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -45,9 +46,9 @@ __all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_
            'markdown_tables', 'numbers_kept', 'RejectFilter', 'remove_boilerplate', 'count_letters', 'quality_reason',
            'SecQualityFilter', 'word_hashes', 'shingle_hashes', 'MinHasher', 'minhash_config', 'SecMinhashSignature',
            'StableMinhashCluster', 'SecMinhashFilter', 'gzip_writer', 'is_heldout', 'SplitWriter', 'StrictJsonlReader',
-           'TaskFileReader', 'list_filings', 'balanced_order', 'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline',
-           'copy_corpus', 'account', 'sec_text_documents', 'write_documents', 'chunk_text', 'general_documents',
-           'instruct_examples', 'write_instruct']
+           'TaskFileReader', 'list_filings', 'balanced_order', 'default_partition', 'build_pipeline', 'slurm_job_state',
+           'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents', 'write_documents',
+           'chunk_text', 'general_documents', 'instruct_examples', 'write_instruct']
 
 # %% ../nbs/01_data.ipynb
 def html_to_markdown(html: str) -> str:
@@ -521,24 +522,32 @@ def _clear(folder) -> None:
     if df.exists(""): df.rm("", recursive=True)
 
 
+def default_partition() -> str:
+    "The cluster's default SLURM partition (the one `sinfo` marks with '*')."
+    import subprocess
+    names = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True).stdout.split()
+    return next((n.rstrip("*") for n in names if n.endswith("*")), names[0] if names else "")
+
+
 def _executor(pipeline, tasks, workers, logging_dir, executor, depends=None, slurm: dict | None = None, name="sec_data"):
+    "A datatrove executor that honours completions: a rerun runs only the tasks without a completion marker."
     if executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
         slurm = slurm or {}
         return SlurmPipelineExecutor(
             pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, depends=depends,
-            job_name=name, time=slurm.get("time", "01:00:00"), partition=slurm.get("partition") or "debug",
-            cpus_per_task=1, mem_per_cpu_gb=slurm.get("mem_per_cpu_gb", 1), qos="",
+            job_name=name, time=slurm.get("time") or "04:00:00", partition=slurm.get("partition") or default_partition(),
+            cpus_per_task=slurm.get("cpus_per_task") or 1, mem_per_cpu_gb=slurm.get("mem_per_cpu_gb") or 4, qos="",
             # the jobs must run this environment's Python and datatrove's launch_pickled_pipeline
             env_command=f"export PATH={Path(sys.executable).parent}:$PATH",
-            slurm_logs_folder=slurm.get("logs"), requeue=False, mail_type="NONE",
+            slurm_logs_folder=slurm.get("logs"), requeue=True, mail_type="NONE", skip_completed=True,
             sbatch_args=slurm.get("sbatch_args"))
     from datatrove.executor import LocalPipelineExecutor
     if workers > 1:      # pool workers fork from a server that has imported this module once
         import multiprocess.forkserver
         multiprocess.forkserver.set_forkserver_preload(["__main__", "sec_nb.data"])
     return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir,
-                                 depends=depends, skip_completed=False)
+                                 depends=depends, skip_completed=True)
 
 
 def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1, timeout: float = 30.0,
@@ -572,33 +581,75 @@ def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1
     return {"extract": extract, "buckets": buckets, "clusters": clusters, "filter": split}
 
 
-def wait_for_slurm(logging_dir: str, tasks: int, timeout_s: float = 600) -> None:
-    "Block until `tasks` completion markers exist in a datatrove logging dir (SLURM jobs run asynchronously)."
+def slurm_job_state(job_id) -> str:
+    "'' when SLURM no longer lists the job (it ended), else its states and reasons, e.g. 'PENDING:Dependency'."
+    import subprocess
+    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T:%r"], capture_output=True, text=True)
+    return " ".join(sorted(set(out.stdout.split()))) if out.returncode == 0 else ""
+
+
+def wait_for_slurm(logging_dir: str, tasks: int, job_id=None, poll_s: float = 2.0) -> None:
+    "Wait, however long it takes, until the `tasks` completion markers exist or SLURM says the job ended; "
+    "a job that ended with tasks missing, or that can never start, is an error naming them."
     df = get_datafolder(logging_dir)
-    t0 = time.time()
-    while time.time() - t0 < timeout_s:
+    while True:
         done = len(df.list_files("completions")) if df.exists("completions") else 0
         if done >= tasks: return
-        time.sleep(1)
-    raise TimeoutError(f"SLURM pipeline in {logging_dir}: {done}/{tasks} tasks finished after {timeout_s}s")
+        state = slurm_job_state(job_id) if job_id not in (None, -1) else ""
+        if not state or "DependencyNeverSatisfied" in state:
+            done = len(df.list_files("completions")) if df.exists("completions") else 0   # it may just have ended
+            if done >= tasks: return
+            raise RuntimeError(f"SLURM job {job_id} ({logging_dir}) {'cannot start: ' + state if state else 'ended'} "
+                               f"with {done}/{tasks} tasks complete; run the stage again to run the missing tasks")
+        time.sleep(poll_s)
+
+
+def _fingerprint(source: str, files: dict, kw: dict) -> str:
+    return hashlib.sha1(json.dumps([source, files, {k: v for k, v in kw.items() if k != "slurm"}],
+                                   sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _refuse_if_running(out: str) -> None:
+    "A rerun must not touch the outputs of a run still going: a live local process, or SLURM jobs still listed."
+    scratch = get_datafolder(f"{out}/scratch")
+    if scratch.exists("lock"):
+        with scratch.open("lock") as f: pid = int(f.read().strip() or 0)
+        try:
+            if pid and pid != os.getpid(): os.kill(pid, 0); raise RuntimeError(f"{out}: the data stage is running in process {pid}")
+        except ProcessLookupError: pass
+    if scratch.exists("slurm_jobs.json"):
+        with scratch.open("slurm_jobs.json") as f: jobs = json.load(f)
+        live = {n: j for n, j in jobs.items() if j not in (None, -1) and slurm_job_state(j)}
+        if live: raise RuntimeError(f"{out}: SLURM jobs of an earlier run are still queued or running: {live}")
 
 
 def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor: str = "local", **kw) -> dict:
-    "Run the whole SEC pipeline from `source` to `output` (local or s3://); returns the accounting."
+    "Run the whole SEC pipeline from `source` to `output` (local or s3://); returns the accounting. A rerun with "
+    "the same inputs and settings resumes (only the tasks without a completion marker run); otherwise it starts "
+    "from empty folders, never while an earlier run is still going."
     out = output.rstrip("/")
-    for sub in ("sec_train", "sec_heldout", "rejected", "scratch"): _clear(f"{out}/{sub}")
     files = list_filings(source, max_filings)
     tasks = max(1, min(kw.pop("tasks", 2), len(files)))
-    paths_file = f"{out}/scratch/paths.txt"
-    with get_datafolder(f"{out}/scratch").open("paths.txt", "w") as f:
-        f.write("\n".join(balanced_order(files, tasks)) + "\n")
-    stages = build_pipeline(source, out, tasks=tasks, paths_file=paths_file, executor=executor, **kw)
-    t0 = time.time()
-    stages["filter"].run()
-    if executor == "slurm":
-        for name, ex in stages.items(): wait_for_slurm(f"{out}/scratch/logs/{name}", ex.world_size)
+    fingerprint = _fingerprint(source, files, {**kw, "tasks": tasks, "executor": executor})
+    scratch = get_datafolder(f"{out}/scratch")
+    _refuse_if_running(out)
+    resume = scratch.exists("run.json") and json.loads(scratch.open("run.json").read()).get("fingerprint") == fingerprint
+    if not resume:
+        for sub in ("sec_train", "sec_heldout", "rejected", "scratch"): _clear(f"{out}/{sub}")
+        with scratch.open("paths.txt", "w") as f: f.write("\n".join(balanced_order(files, tasks)) + "\n")
+        with scratch.open("run.json", "w") as f: json.dump({"fingerprint": fingerprint}, f)
+    with scratch.open("lock", "w") as f: f.write(str(os.getpid()))
+    try:
+        stages = build_pipeline(source, out, tasks=tasks, paths_file=f"{out}/scratch/paths.txt", executor=executor, **kw)
+        t0 = time.time()
+        stages["filter"].run()
+        if executor == "slurm":
+            with scratch.open("slurm_jobs.json", "w") as f: json.dump({n: ex.job_id for n, ex in stages.items()}, f)
+            for name, ex in stages.items(): wait_for_slurm(f"{out}/scratch/logs/{name}", ex.world_size, ex.job_id)
+    finally:
+        scratch.rm("lock")
     acc = account(out)
-    acc["files"], acc["seconds"] = len(files), round(time.time() - t0, 2)
+    acc["files"], acc["seconds"], acc["resumed"] = len(files), round(time.time() - t0, 2), resume
     return acc
 
 
