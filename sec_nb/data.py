@@ -42,12 +42,13 @@ from lxml import etree
 from .edgar import EdgarReader, cell_text, clean_plain_text, restore_tables, stash_tables, unwrap_ixbrl
 
 # %% auto 0
-__all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'ixbrl_facts',
-           'markdown_tables', 'numbers_kept', 'RejectFilter', 'remove_boilerplate', 'count_letters', 'quality_reason',
-           'SecQualityFilter', 'word_hashes', 'shingle_hashes', 'MinHasher', 'minhash_config', 'SecMinhashSignature',
-           'StableMinhashCluster', 'SecMinhashFilter', 'gzip_writer', 'is_heldout', 'SplitWriter', 'StrictJsonlReader',
-           'TaskFileReader', 'list_filings', 'balanced_order', 'default_partition', 'build_pipeline', 'slurm_job_state',
-           'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents', 'write_documents',
+__all__ = ['BALANCE_MAX_FILES', 'EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit',
+           'EdgarExtractor', 'ixbrl_facts', 'markdown_tables', 'numbers_kept', 'RejectFilter', 'remove_boilerplate',
+           'count_letters', 'quality_reason', 'SecQualityFilter', 'word_hashes', 'shingle_hashes', 'MinHasher',
+           'minhash_config', 'SecMinhashSignature', 'StableMinhashCluster', 'SecMinhashFilter', 'gzip_writer',
+           'is_heldout', 'SplitWriter', 'StrictJsonlReader', 'TaskFileReader', 'iter_filings', 'select_filings',
+           'list_filings', 'balanced_order', 'default_partition', 'build_pipeline', 'slurm_job_state', 'wait_for_slurm',
+           'write_paths_file', 'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents', 'write_documents',
            'chunk_text', 'general_documents', 'instruct_examples', 'write_instruct']
 
 # %% ../nbs/01_data.ipynb
@@ -500,15 +501,44 @@ class TaskFileReader(StrictJsonlReader):
         yield from self.read_files_shard([name] if self.data_folder.exists(name) else [])
 
 
-def list_filings(source: str, max_filings: int = 0) -> dict[str, int]:
-    "The raw files under `source` and their sizes, sorted, in one listing (local or S3); `max_filings` > 0 takes that many, evenly spread."
-    sizes = {f: info.get("size", 0) or 0 for f, info in get_datafolder(source).find("", detail=True).items()}
-    files = sorted(sizes)
-    if max_filings and max_filings < len(files):
-        step = len(files) / max_filings
-        files = [files[int(i * step)] for i in range(max_filings)]
-    return {f: sizes[f] for f in files}
+def iter_filings(source: str):
+    "(path relative to `source`, size) of every raw file, streamed: an S3 prefix page by page (ListObjectsV2, "
+    "1,000 keys a page, in key order), a local folder directory by directory (sorted)."
+    if source.startswith("s3://"):
+        import boto3
+        bucket, _, prefix = source[5:].partition("/")
+        prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                if not obj["Key"].endswith("/"): yield obj["Key"][len(prefix):], obj["Size"]
+    elif "://" not in source or source.startswith("file://"):
+        root = source.removeprefix("file://")
+        for folder, dirs, names in os.walk(root):
+            dirs.sort()
+            for n in sorted(names):
+                p = os.path.join(folder, n)
+                yield os.path.relpath(p, root).replace(os.sep, "/"), os.path.getsize(p)
+    else:                                                  # other fsspec file systems: one listing
+        for f, info in sorted(get_datafolder(source).find("", detail=True).items()): yield f, info.get("size", 0) or 0
 
+
+def select_filings(source: str, max_filings: int = 0):
+    "The files of `iter_filings`; `max_filings` > 0 takes that many, evenly spread (a first pass counts them)."
+    if not max_filings: yield from iter_filings(source); return
+    total = sum(1 for _ in iter_filings(source))
+    step, want = total / max_filings if max_filings < total else 1, 0
+    for k, item in enumerate(iter_filings(source)):
+        if want < max_filings and k == int(want * step):
+            want += 1
+            yield item
+
+
+def list_filings(source: str, max_filings: int = 0) -> dict[str, int]:
+    "The selected raw files and their sizes, in one dict (for small folders; the stage itself streams)."
+    return dict(select_filings(source, max_filings))
+
+
+BALANCE_MAX_FILES = 200_000   # up to this many files the list is balanced by size; beyond it, streamed as listed
 
 def balanced_order(sizes: dict[str, int], tasks: int) -> list[str]:
     "The files of `sizes`, largest first in snake order, so datatrove's round-robin sharding gives every task similar bytes."
@@ -604,9 +634,25 @@ def wait_for_slurm(logging_dir: str, tasks: int, job_id=None, poll_s: float = 2.
         time.sleep(poll_s)
 
 
-def _fingerprint(source: str, files: dict, kw: dict) -> str:
-    return hashlib.sha1(json.dumps([source, files, {k: v for k, v in kw.items() if k != "slurm"}],
-                                   sort_keys=True, default=str).encode()).hexdigest()
+def _listing_digest(source: str, max_filings: int) -> tuple[int, str]:
+    "The number of selected files and a hash of their names and sizes, in one streamed pass."
+    n, h = 0, hashlib.sha1()
+    for name, size in select_filings(source, max_filings):
+        n += 1; h.update(f"{name}\0{size}\n".encode())
+    return n, h.hexdigest()
+
+
+def write_paths_file(source: str, folder, tasks: int, max_filings: int = 0) -> None:
+    "The list of files to read (`paths.txt`, one per line; each task streams its own lines of it): balanced by size "
+    "(`balanced_order`) for up to `BALANCE_MAX_FILES` files, in listing order beyond (many files a task balance themselves)."
+    buffer = []
+    with get_datafolder(str(folder)).open("paths.txt", "w") as f:
+        for name, size in select_filings(source, max_filings):
+            if buffer is None: f.write(name + "\n"); continue
+            buffer.append((name, size))
+            if len(buffer) > BALANCE_MAX_FILES:
+                f.writelines(n + "\n" for n, _ in buffer); buffer = None
+        if buffer: f.write("\n".join(balanced_order(dict(buffer), tasks)) + "\n")
 
 
 def _refuse_if_running(out: str) -> None:
@@ -628,15 +674,16 @@ def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor
     "the same inputs and settings resumes (only the tasks without a completion marker run); otherwise it starts "
     "from empty folders, never while an earlier run is still going."
     out = output.rstrip("/")
-    files = list_filings(source, max_filings)
-    tasks = max(1, min(kw.pop("tasks", 2), len(files)))
-    fingerprint = _fingerprint(source, files, {**kw, "tasks": tasks, "executor": executor})
+    n_files, listing = _listing_digest(source, max_filings)
+    tasks = max(1, min(kw.pop("tasks", 2), n_files))
+    fingerprint = hashlib.sha1(json.dumps([source, listing, tasks, executor, {k: v for k, v in kw.items() if k != "slurm"}],
+                                          sort_keys=True, default=str).encode()).hexdigest()
     scratch = get_datafolder(f"{out}/scratch")
     _refuse_if_running(out)
     resume = scratch.exists("run.json") and json.loads(scratch.open("run.json").read()).get("fingerprint") == fingerprint
     if not resume:
         for sub in ("sec_train", "sec_heldout", "rejected", "scratch"): _clear(f"{out}/{sub}")
-        with scratch.open("paths.txt", "w") as f: f.write("\n".join(balanced_order(files, tasks)) + "\n")
+        write_paths_file(source, f"{out}/scratch", tasks, max_filings)
         with scratch.open("run.json", "w") as f: json.dump({"fingerprint": fingerprint}, f)
     with scratch.open("lock", "w") as f: f.write(str(os.getpid()))
     try:
@@ -649,7 +696,7 @@ def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor
     finally:
         scratch.rm("lock")
     acc = account(out)
-    acc["files"], acc["seconds"], acc["resumed"] = len(files), round(time.time() - t0, 2), resume
+    acc["files"], acc["seconds"], acc["resumed"] = n_files, round(time.time() - t0, 2), resume
     return acc
 
 
