@@ -194,10 +194,12 @@ class RejectFilter(BaseFilter):
 
 # %% ../nbs/01_data.ipynb
 _BOILER_RE = re.compile(r"^\s*(\[?table of contents\]?(\(.*\))?|back to (contents|top)|page \d+( of \d+)?|-?\s*\d{1,3}\s*-?|[-_=*]{3,}|\|?(\s*\|)+\s*)\s*$", re.I)
+# the same line pattern with spaces that stay on their line, applied to the whole text at once (no loop over lines)
+_BOILER_LINES_RE = re.compile("^" + _BOILER_RE.pattern[1:-1].replace(r"\s", r"[^\S\n]") + "$(?:\n|\Z)", re.I | re.M)
 
 def remove_boilerplate(text: str) -> str:
     "Text without navigation and pagination lines."
-    return "\n".join(l for l in text.split("\n") if not _BOILER_RE.match(l)).strip()
+    return _BOILER_LINES_RE.sub("", text).strip()
 
 _NOT_LETTER_RE = re.compile(r"[\W\d_]+")
 _ASCII_LETTERS, _ASCII = (string.ascii_letters).encode(), bytes(range(128))

@@ -88,15 +88,15 @@ _UU_EXT = {"pdf": "pdf", "jpg": "image", "jpeg": "image", "gif": "image", "png":
            "tif": "image", "tiff": "image", "xls": "excel", "xlsx": "excel", "zip": "zip"}
 _UU_RE = re.compile(r"^begin [0-7]{3,4} (\S+)", re.M)
 _HTML_RE = re.compile(r"<(html|body|div|p|table|font|br|span|h[1-6])[\s>/]", re.I)
-_TAG_NAME_RE = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)[\s>/]")
-_EDGAR_LAYOUT = re.compile(r"(PAGE|TABLE|CAPTION|S|C|FN|F\d+|R\d+)", re.I)
+# a tag that is not one of EDGAR's layout tags: the first one found ends the search (early in real HTML)
+_NON_LAYOUT_TAG_RE = re.compile(r"</?(?!(?:PAGE|TABLE|CAPTION|S|C|FN|F\d+|R\d+)[\s>/])[A-Za-z][A-Za-z0-9]*[\s>/]", re.I)
 _VIEWER_NAME_RE = re.compile(r"(\.(css|js|json)$|^FilingSummary\.xml$|^R\d+\.html?$)", re.I)
 _VIEWER_BODY_RE = re.compile(r"""^(\{\s*"|\[\s*\{|//|/\*|var |function |[\w.#\-\s,:>*\[\]="]+\{[^{}]*:[^{}]*\})"""
                              r"""|href=["']?report\.css|<table class=["']?report""")
 
 def is_edgar_plain_text(body: str) -> bool:
     "True when the only tags of `body` are old EDGAR layout tags (`<TABLE>`, `<S>`, `<C>`, `<CAPTION>`, `<PAGE>`, `<FN>`)."
-    return all(_EDGAR_LAYOUT.fullmatch(t) for t in set(_TAG_NAME_RE.findall(body)))
+    return _NON_LAYOUT_TAG_RE.search(body) is None
 
 def is_viewer_file(body: str, filename: str = "") -> bool:
     "EDGAR's XBRL viewer and renderer files (R pages, FilingSummary.xml, report.css, Show.js, MetaLinks.json): by name or by content."
