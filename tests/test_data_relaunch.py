@@ -71,3 +71,38 @@ def test_rerun_refuses_while_a_run_is_going(tmp_path):
         sleeper.kill(); sleeper.wait()
     acc = run_sec_pipeline(str(src), str(out), tasks=2, workers=1, min_words=20)  # a dead process holds nothing
     assert not acc["resumed"] and acc["kept"]["docs"] > 0
+
+
+def test_slurm_killed_run_resumes_missing_tasks_only(slurm_cluster, tmp_path):
+    "On the single-node SLURM: jobs cancelled after the first extract task; the rerun submits only what is missing."
+    import json
+    from sec_nb.data import slurm_job_state
+    src = corpus(tmp_path, n=4)
+    kw = dict(tasks=2, workers=1, min_words=20)
+    whole = tmp_path / "whole"
+    run_sec_pipeline(str(src), str(whole), **kw)                            # local, uninterrupted
+    out = tmp_path / "killed"
+    slurm = {"logs": str(tmp_path / "slurm_logs")}
+    code = (f"from sec_nb.data import run_sec_pipeline; run_sec_pipeline({str(src)!r}, {str(out)!r}, "
+            f"executor='slurm', slurm={slurm!r}, **{kw!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = out / "scratch" / "logs" / "extract" / "completions"
+    jobs_file = out / "scratch" / "slurm_jobs.json"
+    t0 = time.time()
+    while not (done.is_dir() and any(done.iterdir()) and jobs_file.exists()):
+        assert time.time() - t0 < 300, "the first SLURM task did not finish"
+        time.sleep(0.05)
+    jobs = json.loads(jobs_file.read_text())
+    subprocess.run(["scancel", *[str(j) for j in jobs.values() if j not in (None, -1)]], check=True)
+    proc.kill(); proc.wait()
+    while any(slurm_job_state(j) for j in jobs.values() if j not in (None, -1)): time.sleep(0.5)
+    finished = sorted(p.name for p in done.iterdir())
+    assert finished == ["00000"], finished
+    stamp = (done / "00000").stat().st_mtime_ns
+    acc = run_sec_pipeline(str(src), str(out), executor="slurm", slurm=slurm, **kw)
+    assert acc["resumed"] and acc["read"] == acc["kept"]["docs"] + acc["rejected"]["docs"]
+    assert (done / "00000").stat().st_mtime_ns == stamp and sorted(p.name for p in done.iterdir()) == ["00000", "00001"]
+    ranks = json.loads((out / "scratch" / "logs" / "extract" / "ranks_to_run.json").read_text())
+    assert ranks == [1]                                                    # only the missing task was submitted
+    assert digests(out) == digests(whole)
