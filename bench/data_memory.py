@@ -6,44 +6,47 @@
 - the cluster step against the number of duplicates (0, 1, 2 and 4 exact copies of a share of the corpus): it holds
   the duplicate pairs, so its memory grows with them; the slope is projected to the paper's corpus.
 
-Peak resident memory is the child process's `ru_maxrss`, minus that of a child that only imports the stage.
+Memory is the peak of what the step allocates while it runs (Python objects and numpy arrays, traced by
+`tracemalloc`), in a process of its own.
 
     python bench/data_memory.py [--out bench/data_memory.md]
 """
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 STEP = r"""
-import resource, sys, json
+import sys, json, tracemalloc
 from sec_nb.data import *
 from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 step, root, tasks = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cfg = minhash_config()
 s = f"{root}/minhash"
 pipe = {
-  "imports": None,
   "signatures": [StrictJsonlReader(f"{root}/extracted"), SecMinhashSignature(f"{s}/signatures", cfg)],
   "buckets": [MinhashDedupBuckets(f"{s}/signatures", f"{s}/buckets", config=cfg)],
   "clusters": [StableMinhashCluster(f"{s}/buckets", f"{s}/remove", f"{s}/signatures", cfg)],
   "filter": [TaskFileReader(f"{root}/extracted"), SecMinhashFilter(f"{s}/remove"),
              SplitWriter(f"{root}/train", f"{root}/heldout", 10)],
 }[step]
-if pipe:
-    n = {"buckets": cfg.num_buckets, "clusters": 1}.get(step, tasks)
-    LocalPipelineExecutor(pipe, tasks=n, workers=1, logging_dir=f"{root}/logs/{step}", skip_completed=False).run()
-print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+n = {"buckets": cfg.num_buckets, "clusters": 1}.get(step, tasks)
+ex = LocalPipelineExecutor(pipe, tasks=n, workers=1, logging_dir=f"{root}/logs/{step}", skip_completed=False)
+tracemalloc.start()
+ex.run()
+print(json.dumps({"peak_mb": tracemalloc.get_traced_memory()[1] / 2**20}))
 """
 
 
 def run_step(step, root, tasks=1) -> float:
-    "Peak RSS of the step's process, MB."
+    "Peak of the memory the step allocates (Python objects and numpy arrays, `tracemalloc`), MB."
     out = subprocess.run([sys.executable, "-c", STEP, step, str(root), str(tasks)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["maxrss_kb"] / 1024
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
 def perturbed(text: str, rng: random.Random) -> str:
@@ -63,16 +66,17 @@ def write_corpus(docs, root: Path, tasks: int):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).with_name("data_memory.md")))
+    ap.add_argument("--work", default="", help="a work folder of an earlier run (its extraction is reused)")
     args = ap.parse_args()
     from sec_nb.data import build_pipeline
     from sec_nb.datasets import dataset_dir
-    work = Path(tempfile.mkdtemp(prefix="sec_nb_mem_"))
-    st = build_pipeline(str(dataset_dir("sec_filings") / "raw"), str(work / "src"), tasks=1, workers=1)
-    st["extract"].run()
+    work = Path(args.work or tempfile.mkdtemp(prefix="sec_nb_mem_"))
+    if not (work / "src/scratch/extracted/00000.jsonl").exists():
+        build_pipeline(str(dataset_dir("sec_filings") / "raw"), str(work / "src"), tasks=1, workers=1)["extract"].run()
+    for old in ("1x", "4x", "dups0", "dups1", "dups2", "dups4"): shutil.rmtree(work / old, ignore_errors=True)
     base = [json.loads(l) for l in open(work / "src/scratch/extracted/00000.jsonl")]
     for d in base: d["metadata"] = {k: d["metadata"].get(k) for k in ("filing", "form")}
     rng = random.Random(0)
-    baseline = run_step("imports", work)
     rows, tasks = [], 2
     corpora = {"1x": base, "4x": base + [dict(d, id=f"{d['id']}#{k}", text=perturbed(d["text"], rng))
                                           for k in range(1, 4) for d in base]}
@@ -80,7 +84,7 @@ def main():
         root = work / name
         write_corpus(docs, root, tasks)
         mb = sum(len(d["text"]) for d in docs) / 1e6
-        peaks = {s: run_step(s, root, tasks) - baseline for s in ("signatures", "buckets", "clusters", "filter")}
+        peaks = {s: run_step(s, root, tasks) for s in ("signatures", "buckets", "clusters", "filter")}
         rows.append((name, len(docs), mb, peaks))
         print(name, len(docs), peaks, flush=True)
     dup_rows = []
@@ -90,14 +94,14 @@ def main():
         root = work / f"dups{copies}"
         write_corpus(docs, root, tasks)
         for s in ("signatures", "buckets"): run_step(s, root, tasks)
-        dup_rows.append((copies * len(share), run_step("clusters", root) - baseline))
+        dup_rows.append((copies * len(share), run_step("clusters", root)))
         print("dups", dup_rows[-1], flush=True)
     (d0, m0), (d1, m1) = dup_rows[0], dup_rows[-1]
     per_dup = (m1 - m0) * 2**20 / max(d1 - d0, 1)
     lines = ["# Data stage memory: the MinHash steps\n",
-             f"Peak resident memory of one process running each step (`ru_maxrss`), minus {baseline:.0f} MB for a process "
-             f"that only imports the stage; {tasks} tasks run one after the other in that process (so the figure is the "
-             "largest task), buckets as 14 tasks, clusters as one. Shared 2-core machine; memory does not depend on load.\n",
+             "Peak memory allocated while each step runs (Python objects and numpy arrays, `tracemalloc`), one process "
+             f"per step; {tasks} tasks run one after the other in it (so the figure is the largest task), buckets as 14 "
+             "tasks, clusters as one. Shared 2-core machine; memory does not depend on the load.\n",
              "| corpus | documents | text MB | signatures MB | buckets MB | clusters MB | filter MB |", "|---|---|---|---|---|---|---|"]
     for name, n, mb, p in rows:
         lines.append(f"| {name} | {n} | {mb:.1f} | {p['signatures']:.1f} | {p['buckets']:.1f} | {p['clusters']:.1f} | {p['filter']:.1f} |")

@@ -406,7 +406,8 @@ class SecMinhashFilter(MinhashDedupFilter):
         survivors = iter([])
         if self.data_folder.isfile(f"{rank:06d}.survivors"):
             with self.data_folder.open(f"{rank:06d}.survivors", "rb") as f: survivors = iter(f.readlines())
-        writer, self.exclusion_writer = self.exclusion_writer, _ReasonWriter(self.exclusion_writer, survivors)
+        writer = self.exclusion_writer
+        if writer is not None: self.exclusion_writer = _ReasonWriter(writer, survivors)
         try: yield from super().run(data, rank, world_size)
         finally: self.exclusion_writer = writer
 
