@@ -78,6 +78,11 @@ class DataSpec:
     general_max_docs: int = 0       # 0: all
     instruct_max: int = 0           # 0: all
     mirror_only_inputs: bool = False  # also read pretrain_general, instruct_more, sec_domain_more (a mirror only)
+    # the data stage's own SLURM jobs (CPU work: not the training run's partition, 31-day limit or GPUs)
+    slurm_partition: str = ""       # "": the cluster's default partition
+    slurm_time: str = "04:00:00"    # per task
+    slurm_mem_per_cpu_gb: int = 4
+    slurm_cpus_per_task: int = 1
 
 @dataclass(frozen=True)
 class TokenSpec:

@@ -9,11 +9,13 @@ import contextlib
 import gzip
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
 import signal
 import string
+import struct
 import sys
 import threading
 import time
@@ -25,29 +27,43 @@ import orjson
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+                                              MinhashDedupFilter, MinhashDedupSignature)
 from datatrove.pipeline.extractors.base import ExtractorSandbox
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
+from datatrove.utils.binaryio import read_tuples_from_file
+from datatrove.utils.hashing import HashConfig
+from datatrove.utils.word_tokenizers import WordTokenizer
 from fsspec.compression import register_compression
+from lxml import etree
 
-from .edgar import EdgarReader, clean_plain_text
+from .edgar import EdgarReader, cell_text, clean_plain_text, restore_tables, stash_tables, unwrap_ixbrl
 
 # %% auto 0
-__all__ = ['EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit', 'EdgarExtractor', 'RejectFilter',
-           'remove_boilerplate', 'count_letters', 'quality_reason', 'SecQualityFilter', 'word_hashes', 'MinHasher',
-           'dedup_keys', 'DedupKeys', 'DedupFilter', 'gzip_writer', 'is_heldout', 'SplitWriter', 'list_filings',
-           'balanced_order', 'build_pipeline', 'wait_for_slurm', 'run_sec_pipeline', 'copy_corpus', 'account',
-           'sec_text_documents', 'write_documents', 'chunk_text', 'general_documents', 'instruct_examples',
-           'write_instruct']
+__all__ = ['BALANCE_MAX_FILES', 'EXCLUDED_GENERAL', 'html_to_markdown', 'ExtractTimeout', 'call_with_time_limit',
+           'EdgarExtractor', 'ixbrl_facts', 'markdown_tables', 'numbers_kept', 'RejectFilter', 'remove_boilerplate',
+           'count_letters', 'quality_reason', 'SecQualityFilter', 'word_hashes', 'shingle_hashes', 'MinHasher',
+           'minhash_config', 'SecMinhashSignature', 'StableMinhashCluster', 'SecMinhashFilter', 'gzip_writer',
+           'is_heldout', 'SplitWriter', 'StrictJsonlReader', 'TaskFileReader', 'iter_filings', 'select_filings',
+           'list_filings', 'balanced_order', 'default_partition', 'build_pipeline', 'slurm_job_state', 'wait_for_slurm',
+           'write_paths_file', 'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents', 'write_documents',
+           'chunk_text', 'general_documents', 'instruct_examples', 'write_instruct']
 
 # %% ../nbs/01_data.ipynb
 def html_to_markdown(html: str) -> str:
-    "trafilatura Markdown of an HTML document, tables kept ('' when nothing is extracted)."
+    "Markdown of an EDGAR HTML document: inline XBRL unwrapped, tables rendered by `table_rows`, the rest by trafilatura ('' when nothing is extracted)."
     import trafilatura
+    from trafilatura.utils import load_html
     if "<pre" not in html[:200000].lower(): html = re.sub(r"\s*[\r\n]+\s*", " ", html)
-    return trafilatura.extract(html, output_format="markdown", include_tables=True, favor_recall=True,
-                               include_comments=False, deduplicate=False) or ""
+    tree = load_html(unwrap_ixbrl(html))
+    if tree is None: return ""
+    etree.strip_tags(tree, "span", "font")         # styling wrappers: their text stays where it was
+    tables = stash_tables(tree)
+    md = trafilatura.extract(tree, output_format="markdown", include_tables=True, favor_recall=True,
+                             include_comments=False, deduplicate=False) or ""
+    return re.sub(r"\n{3,}", "\n\n", restore_tables(md, tables)).strip()
 
 
 class ExtractTimeout(BaseException):
@@ -92,7 +108,8 @@ class EdgarExtractor(PipelineStep):
                 m = doc.metadata
                 if not m.get("reject"):
                     with self.track_time():
-                        if m["payload"] == "html":
+                        if m.get("format"): pass                 # already text (the extra SEC text folders)
+                        elif m["payload"] == "html":
                             try:
                                 doc.text = extract(doc.text)
                                 m["format"] = "markdown"
@@ -107,6 +124,66 @@ class EdgarExtractor(PipelineStep):
                 yield doc
 
 # %% ../nbs/01_data.ipynb
+def _hidden(el) -> bool:
+    while el is not None:
+        if el.tag == "ix:header" or "display:none" in (el.get("style") or "").replace(" ", "").lower(): return True
+        el = el.getparent()
+    return False
+
+_LABEL_RE = re.compile(r"[A-Za-z]{2,}")
+
+def ixbrl_facts(html: str) -> list[tuple[str, str | None]]:
+    "The visible, non-nil `ix:nonFraction` facts: (printed value, line item of its row; '' for none, None outside tables)."
+    from trafilatura.utils import load_html
+    out = []
+    for el in load_html(html).iter("ix:nonfraction"):
+        if el.get("xsi:nil") == "true" or _hidden(el) or not (value := cell_text(el)): continue
+        tr = el.getparent()
+        while tr is not None and tr.tag != "tr": tr = tr.getparent()
+        label = None if tr is None else ""
+        for td in (tr if tr is not None else []):
+            if td.tag not in ("td", "th"): continue
+            if el in td.iter(): break
+            if _LABEL_RE.search(t := cell_text(td)): label = t; break
+        out.append((value, label))
+    return out
+
+
+def markdown_tables(md: str) -> list[list[list[str]]]:
+    "The tables of a Markdown text as parsed by markdown-it-py (GFM tables): rows of cell texts."
+    from markdown_it import MarkdownIt
+    tables, row = [], None
+    for tok in MarkdownIt("commonmark").enable("table").parse(md):
+        if tok.type == "table_open": tables.append([])
+        elif tok.type == "tr_open": row = []
+        elif tok.type == "tr_close": tables[-1].append(row); row = None
+        elif tok.type in ("th_open", "td_open"): row.append("")          # an empty cell has no inline token
+        elif tok.type == "inline" and row is not None: row[-1] = "".join(c.content for c in tok.children or [])
+    return tables
+
+
+def _key(s: str) -> str: return re.sub(r"\s+", "", s).rstrip(":").lower()
+
+def numbers_kept(html: str, md: str) -> dict:
+    "How many visible ix:nonFraction facts of `html` appear in `md` in a table row with their line item."
+    rows = defaultdict(list)
+    for table in markdown_tables(md):
+        for r in table:
+            r = [c.replace("\xa0", " ") for c in r]
+            rows[_key(next((c for c in r if _LABEL_RE.search(c)), ""))].append(r)
+    text = md.replace("\xa0", " ")
+    found, missing = 0, []
+    for value, label in (facts := ixbrl_facts(html)):
+        pat = re.compile(r"(?<![\d.,])" + re.escape(value) + r"(?![\d]|[.,]\d)")
+        if label is None: ok = bool(pat.search(text))
+        else:
+            candidates = rows.get(_key(label), []) if label else [r for rs in rows.values() for r in rs]
+            ok = any(pat.search(c) for r in candidates for c in r)
+        found += ok
+        if not ok: missing.append((value, label))
+    return {"facts": len(facts), "found": found, "share": found / len(facts) if facts else 1.0, "missing": missing}
+
+# %% ../nbs/01_data.ipynb
 class RejectFilter(BaseFilter):
     "Drops documents marked with `metadata['reject']`, giving that as the reason."
     name = "🚫 marked rejects"
@@ -117,10 +194,12 @@ class RejectFilter(BaseFilter):
 
 # %% ../nbs/01_data.ipynb
 _BOILER_RE = re.compile(r"^\s*(\[?table of contents\]?(\(.*\))?|back to (contents|top)|page \d+( of \d+)?|-?\s*\d{1,3}\s*-?|[-_=*]{3,}|\|?(\s*\|)+\s*)\s*$", re.I)
+# the same line pattern with spaces that stay on their line, applied to the whole text at once (no loop over lines)
+_BOILER_LINES_RE = re.compile("^" + _BOILER_RE.pattern[1:-1].replace(r"\s", r"[^\S\n]") + "$(?:\n|\Z)", re.I | re.M)
 
 def remove_boilerplate(text: str) -> str:
     "Text without navigation and pagination lines."
-    return "\n".join(l for l in text.split("\n") if not _BOILER_RE.match(l)).strip()
+    return _BOILER_LINES_RE.sub("", text).strip()
 
 _NOT_LETTER_RE = re.compile(r"[\W\d_]+")
 _ASCII_LETTERS, _ASCII = (string.ascii_letters).encode(), bytes(range(128))
@@ -154,7 +233,6 @@ class SecQualityFilter(BaseFilter):
         self.min_words = min_words
 
     def filter(self, doc: Document):
-        if "dedup_keys" in doc.metadata: return True      # cleaned and checked already, in the extract step
         doc.text = remove_boilerplate(doc.text)
         reason = quality_reason(doc.text, self.min_words)
         return (False, reason) if reason else True
@@ -196,7 +274,7 @@ def word_hashes(text: str) -> np.ndarray:
         i = j
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
-def _shingle_hashes(words: np.ndarray, n: int = 5) -> np.ndarray:
+def shingle_hashes(words: np.ndarray, n: int = 5) -> np.ndarray:
     "32-bit hashes of the word `n`-grams, one per position (a repeated n-gram repeats: the minimum does not mind)."
     ids = words >> _S32
     if len(ids) < n: ids = np.pad(ids, (0, n - len(ids)))
@@ -215,77 +293,140 @@ class MinHasher:
         self.a = (rng.randint(0, 2**63, size=(bands * rows, 1), dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
         self.b = rng.randint(0, 2**63, size=(bands * rows, 1), dtype=np.uint64) << np.uint64(1)
 
-    def signature(self, words: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        "The minimum of each hash function over the word 5-grams, as uint32 (in chunks, to stay in cache)."
+    def signature(self, shingles: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        "The minimum of each hash function over the shingles, as uint32 (in chunks, to stay in cache)."
         sig = np.full(len(self.a), 0xFFFFFFFF, dtype=np.uint64)
-        for h in _chunks(_shingle_hashes(words), chunk):
-            x = self.a * h                                 # (functions, shingles): wraps modulo 2^64
+        for i in range(0, len(shingles), chunk):
+            x = self.a * shingles[i:i + chunk]             # (functions, shingles): wraps modulo 2^64
             x += self.b
             x >>= _S32
             np.minimum(sig, x.min(axis=1), out=sig)
         return sig.astype(np.uint32)
 
-    def band_keys(self, sig: np.ndarray) -> list[bytes]:
-        return [bytes([i]) + sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
+
+def minhash_config(bands: int = 14, rows: int = 8) -> MinhashConfig:
+    "datatrove's MinHash settings for our signatures: `bands` buckets of `rows` 32-bit values, word 5-grams."
+    return MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, hash_config=HashConfig(precision=32))
 
 
-def _chunks(a: np.ndarray, n: int):
-    for i in range(0, len(a), n): yield a[i:i + n]
+class SecMinhashSignature(MinhashDedupSignature):
+    "datatrove's signature step (its files, sorting and checks) with vectorised word 5-grams and hash functions, "
+    "and a list of the document ids of each task, which the cluster step reads to choose survivors."
+    name = "🎯 MinHash signatures (SEC)"
+
+    def __init__(self, output_folder, config: MinhashConfig | None = None):
+        config = config or minhash_config()
+        assert config.hash_config.precision == 32, "our signatures are 32-bit values"
+        # datatrove's English word tokenizer needs spaCy, which our 5-grams do not use: any tokenizer object will do
+        super().__init__(output_folder, config, language=_NoWordTokenizer())
+        self.hasher = MinHasher(config.num_buckets, config.hashes_per_bucket, config.seed)
+
+    def get_shingles(self, text: str) -> np.ndarray:
+        return shingle_hashes(word_hashes(text), self.config.n_grams)
+
+    def get_signature(self, shingles: np.ndarray) -> list[list[int]]:
+        return np.split(self.hasher.signature(shingles), self.config.num_buckets)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
+        with self.output_folder.open(f"ids/{rank:05d}.ids", "wb") as ids:
+            def noted(docs):
+                for doc in docs:
+                    ids.write(orjson.dumps(doc.id) + b"\n")       # line k: the id of document k of this task
+                    yield doc
+            super().run(noted(data), rank, world_size)
 
 
-def dedup_keys(text: str, hasher: MinHasher) -> dict:
-    "The exact key (sha1 of the sequence of word hashes) and the MinHash signature (hex) of a document."
-    words = word_hashes(text)
-    return {"exact": hashlib.sha1(words.tobytes()).hexdigest(), "minhash": hasher.signature(words).tobytes().hex()}
+class _NoWordTokenizer(WordTokenizer):
+    def __init__(self): super().__init__("en")
+    def word_tokenize(self, text): raise NotImplementedError("SecMinhashSignature makes its own 5-grams")
+    sent_tokenize = span_tokenize = word_tokenize
 
 
-class DedupKeys(PipelineStep):
-    "Computes each document's dedup keys where the work is parallel; `DedupFilter` then only compares them."
-    name = "🔑 dedup keys"
-    type = "🫂 - DEDUP"
+class StableMinhashCluster(MinhashDedupCluster):
+    "datatrove's cluster step (union of the duplicate pairs of every bucket), keeping in each cluster the document "
+    "with the smallest id instead of the one datatrove's union order leaves as root, which moves with the task count."
+    name = "🎯 MinHash clusters (stable)"
 
-    def __init__(self, bands: int = 14, rows: int = 8):
-        super().__init__()
-        self.hasher = MinHasher(bands, rows)
+    def __init__(self, input_folder, output_folder, ids_folder, config: MinhashConfig | None = None):
+        super().__init__(input_folder, output_folder, config or minhash_config())
+        self.ids_folder = get_datafolder(ids_folder)
+
+    def clusters(self) -> list[list[tuple[int, int]]]:
+        "The clusters of (task, document index) with more than one member, each sorted, from the .dups files."
+        dup_files = self.input_folder.list_files(glob_pattern="*.dups")
+        assert len(dup_files) % self.config.num_buckets == 0, "the number of .dups files must be a multiple of num_buckets"
+        parent = {}
+        def root(x):
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]                     # path halving
+                x = parent[x]
+            return x
+        for name in dup_files:
+            with self.input_folder.open(name, "rb") as f:
+                for f1, d1, f2, d2 in read_tuples_from_file(f, "4I", lines_to_buffer=self.lines_to_buffer):
+                    ra, rb = root((f1, d1)), root((f2, d2))
+                    if ra != rb: parent[max(ra, rb)] = min(ra, rb)
+        groups = defaultdict(list)
+        for node in parent: groups[root(node)].append(node)
+        return sorted(sorted(g) for g in groups.values())
+
+    def doc_ids(self, nodes) -> dict:
+        "The document id of each (task, index) in `nodes`, read from the signature step's id lists (only those)."
+        wanted, out = defaultdict(set), {}
+        for task, idx in nodes: wanted[task].add(idx)
+        for task, idxs in wanted.items():
+            with self.ids_folder.open(f"ids/{task:05d}.ids", "rb") as f:
+                for k, line in enumerate(f):
+                    if k in idxs: out[task, k] = orjson.loads(line)
+        return out
+
+    def run(self, data: DocumentsPipeline = None, _: int = 0, world_size: int = 1):
+        assert world_size == 1, "the cluster step is one task"
+        with self.track_time():
+            groups = self.clusters()
+            ids = self.doc_ids([n for g in groups for n in g])
+            removed = []
+            for g in groups:
+                keep = min(g, key=lambda n: (ids[n], n))          # a stable key: the same whatever the task count
+                removed += [(n, ids[keep]) for n in g if n != keep]
+                self.stat_update("clusters"); self.stat_update("duplicates", value=len(g))
+            self.stat_update("to_remove", value=len(removed))
+            with self.output_folder.get_output_file_manager(mode="wb") as out:
+                for (task, idx), survivor in sorted(removed):
+                    out.write(f"{task:06d}.remove", struct.pack("<I", idx))
+                    out.write(f"{task:06d}.survivors", orjson.dumps(survivor) + b"\n")
+
+
+class SecMinhashFilter(MinhashDedupFilter):
+    "datatrove's filter step; a removed document goes to the exclusion writer with the reason `near_duplicate` and "
+    "the id of the document kept in its place."
+    name = "🎯 MinHash filter"
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for doc in data:
-            with self.track_time():
-                doc.metadata["dedup_keys"] = dedup_keys(doc.text, self.hasher)
-            yield doc
+        survivors = iter([])
+        if self.data_folder.isfile(f"{rank:06d}.survivors"):
+            with self.data_folder.open(f"{rank:06d}.survivors", "rb") as f: survivors = iter(f.readlines())
+        writer = self.exclusion_writer
+        if writer is not None: self.exclusion_writer = _ReasonWriter(writer, survivors)
+        try: yield from super().run(data, rank, world_size)
+        finally: self.exclusion_writer = writer
 
 
-class DedupFilter(BaseFilter):
-    "Drops exact (same words) and near duplicates (MinHash LSH); the first document seen is kept."
-    name = "👯 dedup"
-
-    def __init__(self, exclusion_writer=None, bands: int = 14, rows: int = 8):
-        super().__init__(exclusion_writer)
-        self.hasher = MinHasher(bands, rows)
-        self.exact, self.bands = {}, {}
-
-    def filter(self, doc: Document):
-        # keys computed by DedupKeys in the extract step travel in the metadata; they are not part of the output
-        keys = doc.metadata.pop("dedup_keys", None) or dedup_keys(doc.text, self.hasher)
-        if keys["exact"] in self.exact:
-            doc.metadata["duplicate_of"] = self.exact[keys["exact"]]
-            return False, "exact_duplicate"
-        sig = np.frombuffer(bytes.fromhex(keys["minhash"]), dtype=np.uint32)
-        assert len(sig) == self.hasher.bands * self.hasher.rows, f"{doc.id}: signature of {len(sig)} values"
-        bands = self.hasher.band_keys(sig)
-        for k in bands:
-            if k in self.bands:
-                doc.metadata["duplicate_of"] = self.bands[k]
-                return False, "near_duplicate"
-        self.exact[keys["exact"]] = doc.id
-        for k in bands: self.bands[k] = doc.id
-        return True
+class _ReasonWriter:
+    "Wraps an exclusion writer: sets `filter_reason` and `duplicate_of` (the .survivors line of the removed document)."
+    def __init__(self, writer, survivors): self.writer, self.survivors = writer, survivors
+    def __enter__(self): self.writer.__enter__(); return self
+    def __exit__(self, *exc): return self.writer.__exit__(*exc)
+    def write(self, doc, rank=0, **kw):
+        doc.metadata["filter_reason"] = "near_duplicate"
+        doc.metadata["duplicate_of"] = orjson.loads(next(self.survivors))
+        self.writer.write(doc, rank, **kw)
 
 # %% ../nbs/01_data.ipynb
 class _FastGzipFile(gzip.GzipFile):
-    "gzip at level 1 that closes the file it wraps on close."
+    "gzip at level 1 that closes the file it wraps on close; no time stamp or file name in the header (reproducible bytes)."
     def __init__(self, infile, mode="rb", **kwargs):
-        super().__init__(fileobj=infile, mode=mode, compresslevel=1)
+        super().__init__(filename="", fileobj=infile, mode=mode, compresslevel=1, mtime=0)
         self._wrapped = infile
 
     def close(self):
@@ -325,15 +466,82 @@ class SplitWriter(PipelineStep):
                 yield doc
 
 # %% ../nbs/01_data.ipynb
-def list_filings(source: str, max_filings: int = 0) -> dict[str, int]:
-    "The raw files under `source` and their sizes, sorted, in one listing (local or S3); `max_filings` > 0 takes that many, evenly spread."
-    sizes = {f: info.get("size", 0) or 0 for f, info in get_datafolder(source).find("", detail=True).items()}
-    files = sorted(sizes)
-    if max_filings and max_filings < len(files):
-        step = len(files) / max_filings
-        files = [files[int(i * step)] for i in range(max_filings)]
-    return {f: sizes[f] for f in files}
+class StrictJsonlReader(JsonlReader):
+    "datatrove's JsonlReader that loses nothing: an unparsable line or an empty text becomes a document with a `reject` "
+    "reason (datatrove's own skips them with a log line); no `file_path` (an absolute path) is added to the metadata."
+    name = "🐿 Jsonl (strict)"
 
+    def __init__(self, data_folder, **kwargs):
+        super().__init__(data_folder, add_file_path=False, **kwargs)
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        with self.data_folder.open(filepath, "r", compression=self.compression) as f:
+            for li, line in enumerate(f):
+                with self.track_time():
+                    try: row = orjson.loads(line)
+                    except orjson.JSONDecodeError as e:
+                        yield Document(text="", id=f"{filepath}:{li}", metadata={
+                            "reject": "unparsable_line", "source_file": filepath, "error": str(e)[:200], "payload": "unparsable"})
+                        continue
+                    if not row.get("text"):
+                        meta = row.get("metadata") or {}
+                        yield Document(text="", id=str(row.get("id") or f"{filepath}:{li}"),
+                                       metadata={**meta, "reject": "empty_text", "source_file": meta.get("source_file", filepath)})
+                        continue
+                    doc = self.get_document_from_dict(row, filepath, li)
+                    for k in ("payload", "format"): doc.metadata.setdefault(k, "text")   # already-extracted text
+                    yield doc
+
+
+class TaskFileReader(StrictJsonlReader):
+    "Reads the hand-over file its task wrote in the first executor (`<rank>.jsonl`), and only that one: the MinHash "
+    "filter finds documents by their index in the task that computed their signatures."
+    name = "🤝 hand-over"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data: yield from data
+        name = f"{rank:05d}.jsonl"
+        yield from self.read_files_shard([name] if self.data_folder.exists(name) else [])
+
+
+def iter_filings(source: str):
+    "(path relative to `source`, size) of every raw file, streamed: an S3 prefix page by page (ListObjectsV2, "
+    "1,000 keys a page, in key order), a local folder directory by directory (sorted)."
+    if source.startswith("s3://"):
+        import boto3
+        bucket, _, prefix = source[5:].partition("/")
+        prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                if not obj["Key"].endswith("/"): yield obj["Key"][len(prefix):], obj["Size"]
+    elif "://" not in source or source.startswith("file://"):
+        root = source.removeprefix("file://")
+        for folder, dirs, names in os.walk(root):
+            dirs.sort()
+            for n in sorted(names):
+                p = os.path.join(folder, n)
+                yield os.path.relpath(p, root).replace(os.sep, "/"), os.path.getsize(p)
+    else:                                                  # other fsspec file systems: one listing
+        for f, info in sorted(get_datafolder(source).find("", detail=True).items()): yield f, info.get("size", 0) or 0
+
+
+def select_filings(source: str, max_filings: int = 0):
+    "The files of `iter_filings`; `max_filings` > 0 takes that many, evenly spread (a first pass counts them)."
+    if not max_filings: yield from iter_filings(source); return
+    total = sum(1 for _ in iter_filings(source))
+    step, want = total / max_filings if max_filings < total else 1, 0
+    for k, item in enumerate(iter_filings(source)):
+        if want < max_filings and k == int(want * step):
+            want += 1
+            yield item
+
+
+def list_filings(source: str, max_filings: int = 0) -> dict[str, int]:
+    "The selected raw files and their sizes, in one dict (for small folders; the stage itself streams)."
+    return dict(select_filings(source, max_filings))
+
+
+BALANCE_MAX_FILES = 200_000   # up to this many files the list is balanced by size; beyond it, streamed as listed
 
 def balanced_order(sizes: dict[str, int], tasks: int) -> list[str]:
     "The files of `sizes`, largest first in snake order, so datatrove's round-robin sharding gives every task similar bytes."
@@ -347,77 +555,151 @@ def _clear(folder) -> None:
     if df.exists(""): df.rm("", recursive=True)
 
 
+def default_partition() -> str:
+    "The cluster's default SLURM partition (the one `sinfo` marks with '*')."
+    import subprocess
+    names = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True).stdout.split()
+    return next((n.rstrip("*") for n in names if n.endswith("*")), names[0] if names else "")
+
+
 def _executor(pipeline, tasks, workers, logging_dir, executor, depends=None, slurm: dict | None = None, name="sec_data"):
+    "A datatrove executor that honours completions: a rerun runs only the tasks without a completion marker."
     if executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
         slurm = slurm or {}
         return SlurmPipelineExecutor(
             pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, depends=depends,
-            job_name=name, time=slurm.get("time", "01:00:00"), partition=slurm.get("partition") or "debug",
-            cpus_per_task=1, mem_per_cpu_gb=slurm.get("mem_per_cpu_gb", 1), qos="",
+            job_name=name, time=slurm.get("time") or "04:00:00", partition=slurm.get("partition") or default_partition(),
+            cpus_per_task=slurm.get("cpus_per_task") or 1, mem_per_cpu_gb=slurm.get("mem_per_cpu_gb") or 4, qos="",
             # the jobs must run this environment's Python and datatrove's launch_pickled_pipeline
             env_command=f"export PATH={Path(sys.executable).parent}:$PATH",
-            slurm_logs_folder=slurm.get("logs"), requeue=False, mail_type="NONE",
+            slurm_logs_folder=slurm.get("logs"), requeue=True, mail_type="NONE", skip_completed=True,
             sbatch_args=slurm.get("sbatch_args"))
     from datatrove.executor import LocalPipelineExecutor
     if workers > 1:      # pool workers fork from a server that has imported this module once
         import multiprocess.forkserver
         multiprocess.forkserver.set_forkserver_preload(["__main__", "sec_nb.data"])
     return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir,
-                                 depends=depends, skip_completed=False)
+                                 depends=depends, skip_completed=True)
 
 
 def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1, timeout: float = 30.0,
                    min_words: int = 50, heldout_pct: int = 10, paths_file: str | None = None,
-                   extra_folders: list[str] = (), executor: str = "local", slurm: dict | None = None):
-    "The two executors (extract, then dedup + split); run the second one (it runs its dependency first)."
-    out = output.rstrip("/")
+                   extra_folders: list[str] = (), executor: str = "local", slurm: dict | None = None,
+                   bands: int = 14, rows: int = 8) -> dict:
+    "The four executors (extract + signatures, buckets, clusters, filter + split); run the last one (it runs its dependencies first)."
+    out, scratch = output.rstrip("/"), f"{output.rstrip('/')}/scratch"
     rej = lambda step: gzip_writer(f"{out}/rejected/{step}")
-    extract = _executor([
+    config = minhash_config(bands, rows)
+    run = lambda steps, n, name, depends=None: _executor(steps, n, min(workers, n), f"{scratch}/logs/{name}", executor,
+                                                          depends=depends, slurm=slurm, name=f"sec_{name}")
+    extract = run([
         EdgarReader(source, paths_file=paths_file),
+        *[StrictJsonlReader(f) for f in extra_folders],
         EdgarExtractor(timeout=timeout),
         RejectFilter(exclusion_writer=rej("format")),
         SecQualityFilter(min_words=min_words, exclusion_writer=rej("quality")),
-        DedupKeys(),
-        JsonlWriter(f"{out}/scratch/extracted", output_filename="${rank}.jsonl", compression=None),
-    ], tasks, workers, f"{out}/scratch/logs/extract", executor, slurm=slurm, name="sec_extract")
-    readers = [JsonlReader(f"{out}/scratch/extracted")] + [JsonlReader(f) for f in extra_folders]
-    dedup = _executor(readers + [
-        SecQualityFilter(min_words=min_words, exclusion_writer=rej("quality_extra")),
-        DedupFilter(exclusion_writer=rej("dedup")),
+        JsonlWriter(f"{scratch}/extracted", output_filename="${rank}.jsonl", compression=None),
+        SecMinhashSignature(f"{scratch}/minhash/signatures", config),
+    ], tasks, "extract")
+    buckets = run([MinhashDedupBuckets(f"{scratch}/minhash/signatures", f"{scratch}/minhash/buckets", config=config)],
+                  config.num_buckets, "buckets", extract)
+    clusters = run([StableMinhashCluster(f"{scratch}/minhash/buckets", f"{scratch}/minhash/remove",
+                                         f"{scratch}/minhash/signatures", config)], 1, "clusters", buckets)
+    split = run([
+        TaskFileReader(f"{scratch}/extracted"),
+        SecMinhashFilter(f"{scratch}/minhash/remove", exclusion_writer=rej("dedup")),
         SplitWriter(f"{out}/sec_train", f"{out}/sec_heldout", heldout_pct),
-    ], 1, 1, f"{out}/scratch/logs/dedup", executor, depends=extract, slurm=slurm, name="sec_dedup")
-    return extract, dedup
+    ], tasks, "filter", clusters)
+    return {"extract": extract, "buckets": buckets, "clusters": clusters, "filter": split}
 
 
-def wait_for_slurm(logging_dir: str, tasks: int, timeout_s: float = 600) -> None:
-    "Block until `tasks` completion markers exist in a datatrove logging dir (SLURM jobs run asynchronously)."
+def slurm_job_state(job_id) -> str:
+    "'' when SLURM no longer lists the job (it ended), else its states and reasons, e.g. 'PENDING:Dependency'."
+    import subprocess
+    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T:%r"], capture_output=True, text=True)
+    return " ".join(sorted(set(out.stdout.split()))) if out.returncode == 0 else ""
+
+
+def wait_for_slurm(logging_dir: str, tasks: int, job_id=None, poll_s: float = 2.0) -> None:
+    "Wait, however long it takes, until the `tasks` completion markers exist or SLURM says the job ended; "
+    "a job that ended with tasks missing, or that can never start, is an error naming them."
     df = get_datafolder(logging_dir)
-    t0 = time.time()
-    while time.time() - t0 < timeout_s:
+    while True:
         done = len(df.list_files("completions")) if df.exists("completions") else 0
         if done >= tasks: return
-        time.sleep(1)
-    raise TimeoutError(f"SLURM pipeline in {logging_dir}: {done}/{tasks} tasks finished after {timeout_s}s")
+        state = slurm_job_state(job_id) if job_id not in (None, -1) else ""
+        if not state or "DependencyNeverSatisfied" in state:
+            done = len(df.list_files("completions")) if df.exists("completions") else 0   # it may just have ended
+            if done >= tasks: return
+            raise RuntimeError(f"SLURM job {job_id} ({logging_dir}) {'cannot start: ' + state if state else 'ended'} "
+                               f"with {done}/{tasks} tasks complete; run the stage again to run the missing tasks")
+        time.sleep(poll_s)
+
+
+def _listing_digest(source: str, max_filings: int) -> tuple[int, str]:
+    "The number of selected files and a hash of their names and sizes, in one streamed pass."
+    n, h = 0, hashlib.sha1()
+    for name, size in select_filings(source, max_filings):
+        n += 1; h.update(f"{name}\0{size}\n".encode())
+    return n, h.hexdigest()
+
+
+def write_paths_file(source: str, folder, tasks: int, max_filings: int = 0) -> None:
+    "The list of files to read (`paths.txt`, one per line; each task streams its own lines of it): balanced by size "
+    "(`balanced_order`) for up to `BALANCE_MAX_FILES` files, in listing order beyond (many files a task balance themselves)."
+    buffer = []
+    with get_datafolder(str(folder)).open("paths.txt", "w") as f:
+        for name, size in select_filings(source, max_filings):
+            if buffer is None: f.write(name + "\n"); continue
+            buffer.append((name, size))
+            if len(buffer) > BALANCE_MAX_FILES:
+                f.writelines(n + "\n" for n, _ in buffer); buffer = None
+        if buffer: f.write("\n".join(balanced_order(dict(buffer), tasks)) + "\n")
+
+
+def _refuse_if_running(out: str) -> None:
+    "A rerun must not touch the outputs of a run still going: a live local process, or SLURM jobs still listed."
+    scratch = get_datafolder(f"{out}/scratch")
+    if scratch.exists("lock"):
+        with scratch.open("lock") as f: pid = int(f.read().strip() or 0)
+        try:
+            if pid and pid != os.getpid(): os.kill(pid, 0); raise RuntimeError(f"{out}: the data stage is running in process {pid}")
+        except ProcessLookupError: pass
+    if scratch.exists("slurm_jobs.json"):
+        with scratch.open("slurm_jobs.json") as f: jobs = json.load(f)
+        live = {n: j for n, j in jobs.items() if j not in (None, -1) and slurm_job_state(j)}
+        if live: raise RuntimeError(f"{out}: SLURM jobs of an earlier run are still queued or running: {live}")
 
 
 def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor: str = "local", **kw) -> dict:
-    "Run the whole SEC pipeline from `source` to `output` (local or s3://); returns the accounting."
+    "Run the whole SEC pipeline from `source` to `output` (local or s3://); returns the accounting. A rerun with "
+    "the same inputs and settings resumes (only the tasks without a completion marker run); otherwise it starts "
+    "from empty folders, never while an earlier run is still going."
     out = output.rstrip("/")
-    for sub in ("sec_train", "sec_heldout", "rejected", "scratch"): _clear(f"{out}/{sub}")
-    files = list_filings(source, max_filings)
-    tasks = max(1, min(kw.pop("tasks", 2), len(files)))
-    paths_file = f"{out}/scratch/paths.txt"
-    with get_datafolder(f"{out}/scratch").open("paths.txt", "w") as f:
-        f.write("\n".join(balanced_order(files, tasks)) + "\n")
-    extract, dedup = build_pipeline(source, out, tasks=tasks, paths_file=paths_file, executor=executor, **kw)
-    t0 = time.time()
-    dedup.run()
-    if executor == "slurm":
-        wait_for_slurm(f"{out}/scratch/logs/extract", tasks)
-        wait_for_slurm(f"{out}/scratch/logs/dedup", 1)
+    n_files, listing = _listing_digest(source, max_filings)
+    tasks = max(1, min(kw.pop("tasks", 2), n_files))
+    fingerprint = hashlib.sha1(json.dumps([source, listing, tasks, executor, {k: v for k, v in kw.items() if k != "slurm"}],
+                                          sort_keys=True, default=str).encode()).hexdigest()
+    scratch = get_datafolder(f"{out}/scratch")
+    _refuse_if_running(out)
+    resume = scratch.exists("run.json") and json.loads(scratch.open("run.json").read()).get("fingerprint") == fingerprint
+    if not resume:
+        for sub in ("sec_train", "sec_heldout", "rejected", "scratch"): _clear(f"{out}/{sub}")
+        write_paths_file(source, f"{out}/scratch", tasks, max_filings)
+        with scratch.open("run.json", "w") as f: json.dump({"fingerprint": fingerprint}, f)
+    with scratch.open("lock", "w") as f: f.write(str(os.getpid()))
+    try:
+        stages = build_pipeline(source, out, tasks=tasks, paths_file=f"{out}/scratch/paths.txt", executor=executor, **kw)
+        t0 = time.time()
+        stages["filter"].run()
+        if executor == "slurm":
+            with scratch.open("slurm_jobs.json", "w") as f: json.dump({n: ex.job_id for n, ex in stages.items()}, f)
+            for name, ex in stages.items(): wait_for_slurm(f"{out}/scratch/logs/{name}", ex.world_size, ex.job_id)
+    finally:
+        scratch.rm("lock")
     acc = account(out)
-    acc["files"], acc["seconds"] = len(files), round(time.time() - t0, 2)
+    acc["files"], acc["seconds"], acc["resumed"] = n_files, round(time.time() - t0, 2), resume
     return acc
 
 
@@ -444,13 +726,14 @@ def _read_jsonl_folder(folder: str):
                 if line.strip(): yield orjson.loads(line)
 
 
-def _step_total(logging_dir: str, kind: str) -> int:
-    "Documents yielded by the READER steps, or written by the WRITER steps, of a datatrove run (its stats files)."
+def _step_total(logging_dir: str, kind: str, name: str = "") -> int:
+    "Documents yielded by the READER steps, or written by the WRITER steps, of a datatrove run (its stats files); "
+    "`name`: only the steps whose name holds it."
     df, total = get_datafolder(logging_dir), 0
     count = (lambda st: st.get("documents", {}).get("total", 0)) if kind == "READER" else (lambda st: st.get("total", 0))
-    for name in df.list_files("stats"):
-        with df.open(name) as f: stats = json.load(f)
-        total += sum(count(s["stats"]) for s in stats if f"{kind}:" in s["name"])
+    for f_name in df.list_files("stats"):
+        with df.open(f_name) as f: stats = json.load(f)
+        total += sum(count(s["stats"]) for s in stats if f"{kind}:" in s["name"] and name in s["name"])
     return total
 
 
@@ -467,7 +750,7 @@ def account(output: str) -> dict:
             by["form"][m.get("form", "")].update(kept=1, kept_words=w)
             by["payload"][m.get("payload", "")].update(kept=1)
     rejected = Counter()
-    for step in ("format", "quality", "quality_extra", "dedup"):
+    for step in ("format", "quality", "dedup"):
         for d in _read_jsonl_folder(f"{out}/rejected/{step}"):
             m = d.get("metadata", {})
             reason = m.get("filter_reason", "unknown")
@@ -475,9 +758,13 @@ def account(output: str) -> dict:
             by["reason"][reason].update(docs=1, bytes=m.get("bytes", 0))
             by["form"][m.get("form", "")].update(rejected=1)
             by["payload"][m.get("payload", "")].update(rejected=1)
-    # documents read from raw files, plus extra documents read by the dedup step (not the hand-over folder)
-    read = _step_total(f"{out}/scratch/logs/extract", "READER") + _step_total(f"{out}/scratch/logs/dedup", "READER") \
-        - _step_total(f"{out}/scratch/logs/extract", "WRITER")
+    # documents in: those of the raw files plus those of the extra folders; the hand-over folder is counted
+    # twice, as written by the first executor and as read by the second, and the two counts must agree
+    logs = f"{out}/scratch/logs"
+    handed, received = _step_total(f"{logs}/extract", "WRITER"), _step_total(f"{logs}/filter", "READER")
+    if handed != received:
+        raise RuntimeError(f"hand-over mismatch in {out}/scratch/extracted: {handed} documents written, {received} read")
+    read = _step_total(f"{logs}/extract", "READER")
     filings = {s: sum(1 for k in kept if k.startswith(f"filings_{s}:")) for s in ("sec_train", "sec_heldout")}
     kept = Counter({k: v for k, v in kept.items() if not k.startswith("filings_")})
     acc = {"read": read, "kept": dict(kept), "rejected": dict(rejected), "filings_kept": filings,

@@ -5,15 +5,20 @@
 # %% ../nbs/00_edgar.ipynb 2
 from __future__ import annotations
 
+import io
 import re
 from pathlib import PurePosixPath
 
+import lxml.html
+from lxml import etree
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers.base import BaseDiskReader
 
 # %% auto 0
 __all__ = ['REJECTED_KINDS', 'MAX_DOC_BYTES', 'decode_bytes', 'looks_binary', 'parse_header', 'is_sgml', 'split_submission',
-           'sniff_payload', 'clean_plain_text', 'documents_from_bytes', 'EdgarReader']
+           'is_edgar_plain_text', 'is_viewer_file', 'sniff_payload', 'clean_plain_text', 'documents_from_bytes',
+           'documents_from_stream', 'EdgarReader', 'unwrap_ixbrl', 'cell_text', 'table_rows', 'markdown_table',
+           'stash_tables', 'restore_tables']
 
 # %% ../nbs/00_edgar.ipynb
 def decode_bytes(raw: bytes) -> tuple[str, str]:
@@ -83,9 +88,23 @@ _UU_EXT = {"pdf": "pdf", "jpg": "image", "jpeg": "image", "gif": "image", "png":
            "tif": "image", "tiff": "image", "xls": "excel", "xlsx": "excel", "zip": "zip"}
 _UU_RE = re.compile(r"^begin [0-7]{3,4} (\S+)", re.M)
 _HTML_RE = re.compile(r"<(html|body|div|p|table|font|br|span|h[1-6])[\s>/]", re.I)
+# a tag that is not one of EDGAR's layout tags: the first one found ends the search (early in real HTML)
+_NON_LAYOUT_TAG_RE = re.compile(r"</?(?!(?:PAGE|TABLE|CAPTION|S|C|FN|F\d+|R\d+)[\s>/])[A-Za-z][A-Za-z0-9]*[\s>/]", re.I)
+_VIEWER_NAME_RE = re.compile(r"(\.(css|js|json)$|^FilingSummary\.xml$|^R\d+\.html?$)", re.I)
+_VIEWER_BODY_RE = re.compile(r"""^(\{\s*"|\[\s*\{|//|/\*|var |function |[\w.#\-\s,:>*\[\]="]+\{[^{}]*:[^{}]*\})"""
+                             r"""|href=["']?report\.css|<table class=["']?report""")
+
+def is_edgar_plain_text(body: str) -> bool:
+    "True when the only tags of `body` are old EDGAR layout tags (`<TABLE>`, `<S>`, `<C>`, `<CAPTION>`, `<PAGE>`, `<FN>`)."
+    return _NON_LAYOUT_TAG_RE.search(body) is None
+
+def is_viewer_file(body: str, filename: str = "") -> bool:
+    "EDGAR's XBRL viewer and renderer files (R pages, FilingSummary.xml, report.css, Show.js, MetaLinks.json): by name or by content."
+    if filename and _VIEWER_NAME_RE.search(filename): return True
+    return bool(_VIEWER_BODY_RE.search(body[:2048].lstrip()))
 
 def sniff_payload(text: str, filename: str = "") -> str:
-    "The payload kind of a document body: html, text, xml, pdf, image, excel, zip, uuencoded, binary or empty."
+    "The payload kind of a document body: html, text, viewer, xml, pdf, image, excel, zip, uuencoded, binary or empty."
     body = text.strip()
     if not body: return "empty"
     head = body[:4096]
@@ -95,16 +114,18 @@ def sniff_payload(text: str, filename: str = "") -> str:
     if head.startswith(("\x89PNG", "GIF8", "\xff\xd8\xff")): return "image"
     if head.startswith("PK\x03\x04"): return "zip"
     if "\x00" in head: return "binary"
+    if is_viewer_file(body, filename): return "viewer"
     inner = re.sub(r"^<(XBRL|XML)>\s*", "", head, flags=re.I)
     if inner.startswith("<?xml") or head[:6].upper() in ("<XBRL>", "<XML>\n", "<XML>"):
         return "html" if re.search(r"<html[\s>]", head, re.I) else "xml"
-    if _HTML_RE.search(head) or re.search(r"<html[\s>]", body[:200000], re.I): return "html"
+    if _HTML_RE.search(head) or re.search(r"<html[\s>]", body[:200000], re.I):
+        return "text" if is_edgar_plain_text(body) else "html"
     ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     if ext == "xml" and head.startswith("<"): return "xml"
     return "text"
 
 REJECTED_KINDS = {"xml": "xml_form", "pdf": "pdf", "image": "image", "excel": "excel", "zip": "zip",
-                  "uuencoded": "uuencoded_binary", "binary": "binary", "empty": "empty"}
+                  "uuencoded": "uuencoded_binary", "binary": "binary", "empty": "empty", "viewer": "viewer_file"}
 
 # %% ../nbs/00_edgar.ipynb
 _LAYOUT_RE = re.compile(r"</?(PAGE|TABLE|CAPTION|S|C|FN|F\d+|R\d+)>", re.I)
@@ -117,7 +138,7 @@ def clean_plain_text(text: str) -> str:
 
 # %% ../nbs/00_edgar.ipynb
 _ACC_RE = re.compile(r"(\d{10}-\d{2}-\d{6})")
-MAX_DOC_BYTES = 32 * 2**20     # larger single files are rejected as `too_large` (the real maximum is 3.4 MB)
+MAX_DOC_BYTES = 32 * 2**20     # larger documents are rejected as `too_large` (the largest in the mirror is 3.4 MB)
 
 def _form_from_path(path: str) -> str:
     "The form folder of the mirror's layout `[raw/]<FORM>/...`, for files that have no SGML header."
@@ -127,6 +148,7 @@ def _form_from_path(path: str) -> str:
 
 def documents_from_bytes(raw: bytes, path: str, max_bytes: int = MAX_DOC_BYTES) -> list[Document]:
     "All EDGAR documents of one file, as datatrove Documents (rejected ones carry `metadata['reject']`)."
+    if len(raw) > max_bytes: return list(documents_from_stream(io.BytesIO(raw), path, max_bytes))
     name = PurePosixPath(path).name
     acc = _ACC_RE.search(name)
     base = {"source_file": path, "bytes": len(raw), "form": _form_from_path(path),
@@ -134,7 +156,6 @@ def documents_from_bytes(raw: bytes, path: str, max_bytes: int = MAX_DOC_BYTES) 
     def one(text, reason, **extra):
         return [Document(text=text, id=f"{base['filing']}/{name}", metadata={**base, "reject": reason, **extra})]
     if not raw.strip(): return one("", "empty_file", payload="empty")
-    if len(raw) > max_bytes: return one("", "too_large", payload="unread")
     if looks_binary(raw): return one("", "binary", payload="binary")
     text, enc = decode_bytes(raw)
     base["encoding"] = enc
@@ -161,6 +182,36 @@ def documents_from_bytes(raw: bytes, path: str, max_bytes: int = MAX_DOC_BYTES) 
     return out
 
 
+def documents_from_stream(f, path: str, max_bytes: int = MAX_DOC_BYTES) -> DocumentsPipeline:
+    "The documents of a file over `max_bytes`, read line by line: each `<DOCUMENT>` within the limit is split as "
+    "usual; a larger one (a uuencoded PDF or ZIP, mostly) is read past, never held, and rejected as `too_large`."
+    header, chunk, size, head_size = [], None, 0, 0
+    def too_large(fields: bytes, n: int, whole_file: bool = False):
+        stub = b"".join(header) + b"<DOCUMENT>\n" + fields + b"<TEXT>\n</TEXT>\n</DOCUMENT>\n"
+        d, = documents_from_bytes(b"<html></html>" if whole_file else stub, path, max_bytes)
+        d.metadata.update(reject="too_large", payload="unread", bytes=n, truncated=False)
+        return d
+    for line in f:
+        if chunk is None:
+            if line.lstrip().startswith(b"<DOCUMENT>"): chunk, size = [line], len(line)
+            else:
+                header.append(line); head_size += len(line)
+                if head_size > max_bytes:            # not a submission (or a header of 32 MB): the file is one document
+                    yield too_large(b"", head_size + sum(len(l) for l in f), whole_file=True); return
+            continue
+        size += len(line)
+        if isinstance(chunk, list):
+            chunk.append(line)
+            if size > max_bytes:                     # keep only the document's own header lines
+                chunk = b"".join(l for l in chunk[:12] if _FIELD_RE.match(l.decode("latin-1").strip()))
+        if line.strip() == b"</DOCUMENT>":
+            if isinstance(chunk, list): yield from documents_from_bytes(b"".join(header + chunk), path, max_bytes)
+            else: yield too_large(chunk, size)
+            chunk = None
+    if isinstance(chunk, list): yield from documents_from_bytes(b"".join(header + chunk), path, max_bytes)
+    elif chunk is not None: yield too_large(chunk, size)
+
+
 class EdgarReader(BaseDiskReader):
     "datatrove reader for raw EDGAR files (SGML submissions, HTML/text documents, XML forms), local or on S3."
     name = "📑 EDGAR"
@@ -171,7 +222,143 @@ class EdgarReader(BaseDiskReader):
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
         with self.data_folder.open(filepath, "rb") as f:
-            raw = f.read()
-        for doc in documents_from_bytes(raw, filepath, self.max_bytes):
-            self.stat_update(f"payload_{doc.metadata['payload']}")
-            yield doc
+            raw = f.read(self.max_bytes + 1)
+            if len(raw) <= self.max_bytes: docs = documents_from_bytes(raw, filepath, self.max_bytes)
+            else:                                    # a large file: split it while reading, document by document
+                f.seek(0)
+                docs = documents_from_stream(f, filepath, self.max_bytes)
+            for doc in docs:
+                self.stat_update(f"payload_{doc.metadata['payload']}")
+                yield doc
+
+# %% ../nbs/00_edgar.ipynb
+_IX_HEADER_RE = re.compile(r"<ix:header\b.*?</ix:header\s*>", re.S | re.I)
+_IX_TAG_RE = re.compile(r"</?ix:[a-z]+\b[^>]*>", re.I)
+_IX_ANY_RE = re.compile(r"<ix:", re.I)
+
+def unwrap_ixbrl(html: str) -> str:
+    "Inline XBRL as a browser shows it: the hidden `ix:header` removed, every other `ix:*` tag replaced by its content."
+    if not _IX_ANY_RE.search(html): return html
+    return _IX_TAG_RE.sub("", _IX_HEADER_RE.sub("", html))
+
+
+_WS_RE = re.compile(r"\s+")
+_NUM_RE = re.compile(r"^[$€£(]*\s*[-−–—]?\s*[\d,.]*\d[\d,.]*\s*\)?%?$|^[-−–—]+$")
+_YEAR_RE = re.compile(r"^(19|20)\d\d$")
+_OPEN = {"$", "(", "$(", "($", "€", "£", "¥", "US$"}
+_CLOSE_RE = re.compile(r"^(\)|%|\)%|%\))$")
+
+def cell_text(el) -> str:
+    "The text of an element with runs of white space (and non-breaking spaces) as one space."
+    return _WS_RE.sub(" ", el.text_content().replace("\xa0", " ")).strip()
+
+def _is_amount(t: str) -> bool: return bool(t) and bool(_NUM_RE.match(t)) and not _YEAR_RE.match(t)
+
+def _is_header(row: list[str]) -> bool:
+    "No amounts, and no line-item label unless the rest of the row is years ('Amounts in millions | 2023 | 2022')."
+    if any(map(_is_amount, row)): return False
+    rest = [t for t in row[1:] if t]
+    return not row[0] or (bool(rest) and all(_YEAR_RE.match(t) for t in rest))
+
+def _own_rows(table):
+    "The rows of `table` itself, not those of a table nested in it."
+    for tr in table.iter("tr"):
+        p = tr.getparent()
+        while p is not None and p.tag != "table": p = p.getparent()
+        if p is table: yield tr
+
+def _span(td, attr: str, most: int) -> int:
+    try: return max(1, min(int(td.get(attr) or 1), most))
+    except ValueError: return 1
+
+def _visible_cells(tr):
+    return [td for td in tr if td.tag in ("td", "th") and "display:none" not in (td.get("style") or "").replace(" ", "")]
+
+def table_rows(table) -> tuple[list[str], list[list[str]]]:
+    "(header, body rows) of an HTML table: spans laid out, '$' and ')' joined to their numbers, empty columns and rows dropped."
+    for br in table.iter("br"): br.tail = " " + (br.tail or "")
+    raw = [[(cell_text(td), _span(td, "colspan", 200), _span(td, "rowspan", 50)) for td in _visible_cells(tr)]
+           for tr in _own_rows(table)]
+    placed, taken = [], set()               # (row, first column, colspan, text); grid cells covered by a rowspan
+    for i, r in enumerate(raw):
+        c = 0
+        for t, s, rs in r:
+            while (i, c) in taken: c += 1
+            placed.append((i, c, s, t))
+            taken.update((i + k, c + j) for k in range(1, rs) for j in range(s))
+            c += s
+    if not any(t for *_, t in placed): return [], []
+    width = max(c + s for _, c, s, _ in placed)
+    grid, spans = [[""] * width for _ in raw], {}    # spans: (row, column of its text) -> [first column, colspan]
+    for i, c, s, t in placed:
+        if t:
+            at = c + s - 1 if _is_amount(t) else c        # figures are right-aligned in their span, years are headings
+            grid[i][at] = t
+            if s > 1 and at == c: spans[i, at] = [c, s]   # a spanning text cell: placed below
+    for i, row in enumerate(grid):                  # '$' and '(' join the next cell, ')' and '%' the previous one
+        for c, t in enumerate(row):
+            if not t: continue
+            if t in _OPEN: n = next((k for k in range(c + 1, width) if row[k]), None)
+            elif _CLOSE_RE.match(t): n = next((k for k in range(c - 1, -1, -1) if row[k]), None)
+            else: continue
+            if n is None: continue
+            row[n], row[c] = (t + row[n]) if n > c else (row[n] + t), ""
+            spans.pop((i, c), None)
+    # a spanning text cell (a heading) goes to the column of its span that the other cells use most
+    used = [sum(1 for i, r in enumerate(grid) if r[c] and (i, c) not in spans) for c in range(width)]
+    for (i, at), (c, s) in list(spans.items()):
+        best = max(range(c, min(c + s, width)), key=lambda k: (used[k], k == at))
+        if used[best] > used[at] and not grid[i][best]:
+            grid[i][best], grid[i][at] = grid[i][at], ""
+            spans[i, best] = spans.pop((i, at))
+    nonempty = [i for i, r in enumerate(grid) if any(r)]
+    new_row = {i: k for k, i in enumerate(nonempty)}
+    grid = [grid[i] for i in nonempty]
+    spans = {(new_row[i], at): v for (i, at), v in spans.items() if i in new_row}
+    keep = [c for c in range(width) if any(r[c] for r in grid)]
+    col_of = {c: j for j, c in enumerate(keep)}
+    rows = [[r[c] for c in keep] for r in grid]
+    n_head = 0
+    while n_head < min(4, len(rows) - 1) and _is_header(rows[n_head]): n_head += 1
+    if n_head == 0: return rows[0], rows[1:]
+    head = [list(r) for r in rows[:n_head]]
+    for (i, at), (c, s) in spans.items():          # in header rows, a spanning heading heads every column of its span
+        if i < n_head:
+            for k in range(c, min(c + s, width)):
+                if k in col_of and not head[i][col_of[k]]: head[i][col_of[k]] = grid[i][at]
+    header = []
+    for j in range(len(keep)):
+        parts = []
+        for r in head:
+            if r[j] and r[j] not in parts: parts.append(r[j])
+        header.append(" ".join(parts))
+    return header, rows[n_head:]
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    "A GitHub-flavoured Markdown table: the header row, the `|---|` separator, the body rows; `|` in a cell escaped."
+    cell = lambda t: t.replace("\\", "\\\\").replace("|", "\\|")
+    line = lambda r: "| " + " | ".join(map(cell, r)) + " |"
+    return "\n".join([line(header), "|" + "---|" * len(header)] + [line(r) for r in body])
+
+
+_TOKEN, _TOKEN_RE = "SECNBTABLE{}X", re.compile(r"SECNBTABLE(\d+)X")
+
+def stash_tables(tree) -> list[str]:
+    "Replace each innermost table of an lxml tree by a placeholder paragraph; returns the tables as Markdown."
+    tables = []
+    for table in list(tree.iter("table")):
+        if table.getparent() is None or table.find(".//table") is not None: continue
+        header, body = table_rows(table)
+        p = lxml.html.Element("p")
+        if header:
+            p.text = _TOKEN.format(len(tables))
+            tables.append(markdown_table(header, body))
+        p.tail = table.tail
+        table.getparent().replace(table, p)
+    return tables
+
+
+def restore_tables(text: str, tables: list[str]) -> str:
+    "The placeholders of `stash_tables` replaced by their tables, each a block of its own."
+    return _TOKEN_RE.sub(lambda m: "\n\n" + tables[int(m.group(1))] + "\n\n", text)
