@@ -284,19 +284,36 @@ def run_pipeline(preset: str, run_dir: str | Path | None = None, from_stage: str
     return records
 
 # %% ../nbs/00_run.ipynb
+def _toc_entries(name: str, cells: list) -> tuple[list, list]:
+    "Anchors for one notebook and its figure headings (every section of the report), and the contents lines linking them."
+    import nbformat
+    out, lines, title = [], [], name
+    for i, c in enumerate(cells):
+        text = c.source.lstrip() if c.cell_type == "markdown" else ""
+        if text.startswith("# ") and title == name: title = text.splitlines()[0][2:].strip()
+        heading = text.splitlines()[0] if text.startswith("#") else ""
+        if "Figure" in heading or (name.endswith("report") and heading.startswith(("## ", "### "))):
+            anchor = f"{name}-fig{i}"
+            out.append(nbformat.v4.new_markdown_cell(f'<a id="{anchor}"></a>'))
+            lines.append(f"    - [{heading.lstrip('#').strip()}](#{anchor})")
+        out.append(c)
+    return [nbformat.v4.new_markdown_cell(f'<a id="{name}"></a>')] + out, [f"- [{name}: {title}](#{name})"] + lines
+
 def write_html_report(run_dir: str | Path, nbs_dir: str | Path | None = None) -> Path:
-    "Render index.ipynb and the run's executed stage notebooks into run_dir/report.html."
+    "Render index.ipynb and the run's executed stage notebooks into run_dir/report.html, opening with a table of contents."
     import nbformat
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
     run_dir, nbs_dir = Path(run_dir), Path(nbs_dir or project_root() / "nbs")
-    cells = []
+    cells, toc = [], []
     if (nbs_dir / "index.ipynb").exists():
         index = nbformat.read(nbs_dir / "index.ipynb", as_version=4)
         NotebookClient(index, kernel_name="python3", resources={"metadata": {"path": str(nbs_dir)}}).execute()
         cells += index.cells
     for path in sorted((run_dir / "notebooks").glob("*.ipynb")):
-        cells += nbformat.read(path, as_version=4).cells
+        stage_cells, lines = _toc_entries(path.stem, nbformat.read(path, as_version=4).cells)
+        cells += stage_cells; toc += lines
+    cells.insert(0, nbformat.v4.new_markdown_cell("## Contents\n\n" + "\n".join(toc)))
     for c in cells: c.pop("id", None)              # ids repeat across notebooks
     merged = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}})
     html, _ = HTMLExporter().from_notebook_node(merged, resources={"metadata": {"name": f"sec_nb report: {run_dir.name}"}})

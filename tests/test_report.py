@@ -1,5 +1,6 @@
 "The report stage on a run with known numbers: figures, tables, computed insight verdicts, and the HTML report in a browser."
 import json
+import re
 import shutil
 import subprocess
 
@@ -164,6 +165,14 @@ def test_html_report_renders_in_chromium(report_run, tmp_path):
     html = (report_run / "report.html").read_text()
     assert html.count("data:image/png;base64") >= 8
     assert "Traceback" not in html and "output_error" not in html
+    assert 'data-mime-type="application/vnd.jupyter.stderr"' not in html    # no warnings shown to the reader
+    contents, stages = html.index("Contents"), sorted((report_run / "notebooks").glob("*.ipynb"))
+    assert stages
+    for nb in stages:             # the contents link every stage ...
+        assert f'href="#{nb.stem}"' in html[contents:] and f'id="{nb.stem}"' in html
+    figures = re.findall(r'href="#([\w-]+-fig\d+)"', html)                    # ... and its figures, to anchors that exist
+    assert len(figures) >= 3 and all(f'id="{a}"' in html for a in figures)
+    assert contents < html.index(f'id="{stages[0].stem}"')
     chromium = shutil.which("chromium")
     if chromium is None: pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     shot = tmp_path / "report.png"
