@@ -166,7 +166,7 @@ def test_html_report_renders_in_chromium(report_run, tmp_path):
     assert html.count("data:image/png;base64") >= 8
     assert "Traceback" not in html and "output_error" not in html
     assert 'data-mime-type="application/vnd.jupyter.stderr"' not in html    # no warnings shown to the reader
-    contents, stages = html.index("Contents"), sorted((report_run / "notebooks").glob("*.ipynb"))
+    contents, stages = html.index('id="Contents"'), sorted((report_run / "notebooks").glob("*.ipynb"))
     assert stages
     for nb in stages:             # the contents link every stage ...
         assert f'href="#{nb.stem}"' in html[contents:] and f'id="{nb.stem}"' in html
