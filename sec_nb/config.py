@@ -30,17 +30,18 @@ class ModelShape:
     seq_len: int
     rope_theta: float = 500_000.0
     norm_eps: float = 1e-5
+    tie_embeddings: bool = False   # output layer = embedding (SmolLM2, Llama-3.2); Llama-3-8B/70B are untied
 
     @property
     def head_dim(self) -> int: return self.hidden // self.n_heads
 
     def n_params(self) -> int:
-        "Parameter count (untied embeddings and output layer)."
+        "Parameter count (a tied output layer is counted once, with the embedding)."
         h, kv = self.hidden, self.n_kv_heads * self.head_dim
         attn = h * h * 2 + h * kv * 2                 # q, o and k, v projections
         mlp = 3 * h * self.ffn_hidden                 # gate, up, down
         per_layer = attn + mlp + 2 * h                # + two RMSNorm weights
-        return self.n_layers * per_layer + 2 * self.vocab_size * h + h
+        return self.n_layers * per_layer + (1 if self.tie_embeddings else 2) * self.vocab_size * h + h
 
 # %% ../nbs/00_config.ipynb
 LLAMA3_70B = ModelShape(n_layers=80, hidden=8192, ffn_hidden=28672, n_heads=64, n_kv_heads=8,

@@ -79,7 +79,7 @@ def build_model(shape: ModelShape, config: TransformerConfig) -> GPTModel:
         vocab_size=shape.vocab_size, max_sequence_length=shape.seq_len,
         pre_process=parallel_state.is_pipeline_first_stage(), post_process=parallel_state.is_pipeline_last_stage(),
         position_embedding_type="rope", rotary_base=int(shape.rope_theta),
-        share_embeddings_and_output_weights=False)
+        share_embeddings_and_output_weights=shape.tie_embeddings)
 
 # %% ../nbs/00_trainer.ipynb
 class EodTokenizer:
