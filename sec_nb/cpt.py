@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 # %% auto 0
-__all__ = ['H100_BF16_FLOPS', 'H100_MEM_GB', 'heldout_perplexity', 'plan', 'mfu_for_days']
+__all__ = ['H100_BF16_FLOPS', 'H100_MEM_GB', 'heldout_perplexity', 'plan', 'preset_plan', 'mfu_for_days']
 
 # %% ../nbs/04_cpt.ipynb
 def heldout_perplexity(model_dir, texts, seq_len: int, max_tokens: int = 0, batch: int = 8) -> dict:
@@ -60,6 +60,11 @@ def plan(shape, cluster, tokens: float, mfu: float = 0.40, micro_batch: int = 1)
             "total_gb_no_recompute": static + mem["activations_no_recompute"],
             "total_gb_full_recompute": static + mem["activations_full_recompute"],
             "flops_per_token": flops_tok, "mfu": mfu, "days": seconds / 86400}
+
+def preset_plan(p) -> dict:
+    "`sec-nb plan --preset P`: the plan of preset `p`'s CPT on its cluster."
+    if not p.cluster.gpus_per_node: raise SystemExit(f"preset {p.name!r} runs on a CPU: no GPU plan")
+    return {"preset": p.name, **plan(p.model, p.cluster, p.cpt.tokens(p.model.seq_len), micro_batch=p.cpt.micro_batch)}
 
 def mfu_for_days(shape, cluster, tokens: float, days: float) -> float:
     "The MFU at which `tokens` tokens take `days` days."

@@ -45,9 +45,9 @@ cpu_shim.apply()
 # %% auto 0
 __all__ = ['HOPPER_ENV', 'transformer_config', 'build_model', 'EodTokenizer', 'write_indexed', 'MaskedGPTDataset',
            'build_dataset', 'latest_checkpoint', 'run_summary', 'save_checkpoint', 'load_checkpoint',
-           'init_distributed', 'Parallel', 'train', 'megatron_state', 'export_hf', 'hf_to_checkpoint', 'load_init',
-           'data_fingerprint', 'job_dict', 'train_job', 'main', 'torchrun_cmd', 'sbatch_script', 'slurm_launch',
-           'launch', 'parallel_of']
+           'init_distributed', 'Parallel', 'train', 'megatron_state', 'export_hf', 'hf_to_checkpoint',
+           'resolve_checkpoint', 'checkpoint_shape', 'convert_checkpoint', 'load_init', 'data_fingerprint', 'job_dict',
+           'train_job', 'main', 'torchrun_cmd', 'sbatch_script', 'slurm_launch', 'launch', 'parallel_of']
 
 # %% ../nbs/00_trainer.ipynb
 def transformer_config(shape: ModelShape, dtype: str = "fp32", tp: int = 1, pp: int = 1, sp: bool = False,
@@ -160,13 +160,14 @@ def run_summary(out_dir) -> dict:
     return {"iteration": recs[-1]["iteration"] if recs else 0, "losses": [r["lm_loss"] for r in recs],
             "checkpoint": str(ck) if ck else None, "tokens": recs[-1]["consumed_tokens"] if recs else 0}
 
-def save_checkpoint(out_dir, it: int, model, opt, sched, extra: dict):
+def save_checkpoint(out_dir, it: int, model, opt, sched, extra: dict, shape: ModelShape | None = None):
     d = _ckpt_dir(out_dir, it)
     if dist.get_rank() == 0: d.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     _fast_results_queue()
     msd = model.sharded_state_dict()
     common = {"iteration": it, "scheduler": sched.state_dict(), "extra": extra,
+              "shape": dataclasses.asdict(shape) if shape else None,
               "rng_cpu": torch.get_rng_state(),
               "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     dist_checkpointing.save({"model": msd, "optimizer": opt.sharded_state_dict(msd), **common}, str(d))
@@ -337,7 +338,7 @@ def train(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir, i
             if _rank0() and log_every and (it % log_every == 0 or it == spec.steps):
                 print(f"iter {it}/{spec.steps} loss {rec['lm_loss']:.4f} lr {rec['lr']:.2e} {rec['tokens_per_s']:.0f} tok/s", flush=True)
             if it % save_every == 0 or it == spec.steps:
-                save_checkpoint(out_dir, it, model.module, opt, sched, extra={"tokens": it * tok_per_step})
+                save_checkpoint(out_dir, it, model.module, opt, sched, extra={"tokens": it * tok_per_step}, shape=shape)
     finally:
         if metrics: metrics.close()
     dist.barrier()
@@ -369,8 +370,35 @@ def hf_to_checkpoint(hf_dir, shape: ModelShape, ckpt_dir) -> Path:
     load_megatron_state(model, hf_to_megatron_state(load_hf_state(hf_dir), shape))
     ckpt_dir = Path(ckpt_dir); ckpt_dir.mkdir(parents=True, exist_ok=True)
     _fast_results_queue()
-    dist_checkpointing.save({"model": model.sharded_state_dict(), "iteration": 0}, str(ckpt_dir))
+    dist_checkpointing.save({"model": model.sharded_state_dict(), "iteration": 0, "shape": dataclasses.asdict(shape)},
+                            str(ckpt_dir))
     return ckpt_dir
+
+def resolve_checkpoint(path) -> Path:
+    "A dist checkpoint folder, or a run folder whose `checkpoints/latest` names one."
+    p = Path(path)
+    if (p / "checkpoints" / "latest").exists() and latest_checkpoint(p): return latest_checkpoint(p)
+    if (p / "metadata.json").exists(): return p
+    raise FileNotFoundError(f"{p}: neither a dist checkpoint (no metadata.json) nor a run folder with checkpoints/latest")
+
+def checkpoint_shape(ckpt_dir) -> ModelShape:
+    "The ModelShape recorded in a checkpoint's common state (every checkpoint written here records it)."
+    common = dist_checkpointing.load_common_state_dict(str(ckpt_dir))
+    if not common.get("shape"):
+        raise ValueError(f"{ckpt_dir}: the checkpoint records no model shape; pass the shape (export_hf) instead")
+    return ModelShape(**common["shape"])
+
+def convert_checkpoint(direction: str, src, dst, tokenizer_dir=None) -> Path:
+    """`sec-nb convert hf-to-megatron HF_DIR CKPT_DIR` / `megatron-to-hf CKPT_DIR HF_DIR`: the shape comes from the
+    HF config, or from the checkpoint's record; CKPT_DIR may also be a run folder (its latest checkpoint)."""
+    from sec_nb.convert import shape_from_hf
+    if direction == "hf-to-megatron":
+        if not (Path(src) / "config.json").exists(): raise FileNotFoundError(f"{src}: no config.json (not an HF model folder)")
+        return hf_to_checkpoint(src, shape_from_hf(src), dst)
+    if direction == "megatron-to-hf":
+        ck = resolve_checkpoint(src)
+        return export_hf(ck, checkpoint_shape(ck), dst, tokenizer_dir)
+    raise ValueError(f"unknown direction {direction!r}: hf-to-megatron | megatron-to-hf")
 
 def load_init(model, init, shape: ModelShape):
     "Start weights: a Megatron checkpoint folder, or a HF Llama folder (converted; tensor/pipeline parallel 1)."

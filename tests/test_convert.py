@@ -120,3 +120,20 @@ def test_tied_head_must_be_the_embedding(tmp_path):
     random_hf(TIED).save_pretrained(tmp_path / "tied")
     with pytest.raises(ValueError, match="missing.*lm_head"):
         hf_to_megatron_state(load_hf_state(tmp_path / "tied"), dataclasses.replace(TIED, tie_embeddings=False))
+
+
+def test_cli_round_trip(tmp_path):
+    "`sec-nb convert hf-to-megatron` then `megatron-to-hf`: the same tensors; the checkpoint records its shape."
+    import subprocess
+    from conftest import SEC_NB
+    random_hf(TIED, seed=6).save_pretrained(tmp_path / "hf")
+    run = lambda *a: subprocess.run([SEC_NB, "convert", *map(str, a)], capture_output=True, text=True)
+    r = run("hf-to-megatron", tmp_path / "hf", tmp_path / "ckpt")
+    assert r.returncode == 0, r.stderr
+    r = run("megatron-to-hf", tmp_path / "ckpt", tmp_path / "back")
+    assert r.returncode == 0, r.stderr
+    a, b = load_hf_state(tmp_path / "hf"), load_hf_state(tmp_path / "back")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert shape_from_hf(tmp_path / "back") == TIED
+    bad = run("hf-to-megatron", tmp_path / "ckpt", tmp_path / "x")            # a checkpoint is not an HF folder
+    assert bad.returncode == 1 and "no config.json" in bad.stderr
