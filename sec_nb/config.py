@@ -223,7 +223,7 @@ LLAMA3_70B_PRESET = Preset(
     # NeMo's published Llama-3-70B layout for 32 GPUs: TP 4 x PP 4 (virtual 5) x CP 2, sequence parallel
     cluster=ClusterSpec(launcher="slurm", nodes=4, gpus_per_node=8, procs_per_node=8, tensor_parallel=4,
                         pipeline_parallel=4, virtual_pipeline=5, context_parallel=2, sequence_parallel=True,
-                        dtype="bf16", time_limit="1-00:00:00", cpus_per_task=64),
+                        recompute="full", dtype="bf16", time_limit="1-00:00:00", cpus_per_task=64),
     merge=MergeSpec(lazy_unpickle=True, low_cpu_memory=True, out_shard_size="5B"),
     eval=EvalSpec(limit=0, batch_size=16, backend="vllm", max_gen_toks=256),
     paper_refs={

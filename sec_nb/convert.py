@@ -15,7 +15,7 @@ from .config import ModelShape
 # %% auto 0
 __all__ = ['hf_to_megatron_state', 'megatron_to_hf_state', 'hf_config', 'shape_from_hf', 'transformer_config', 'build_gpt_model',
            'init_megatron', 'load_megatron_state', 'megatron_logits', 'load_hf_state', 'save_hf_model',
-           'megatron_from_hf']
+           'megatron_from_hf', 'SafetensorsSource', 'hf_names', 'stream_hf_to_checkpoint', 'stream_checkpoint_to_hf']
 
 # %% ../nbs/00_convert.ipynb
 def _qkv_pack(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, shape: ModelShape) -> torch.Tensor:
@@ -233,3 +233,228 @@ def megatron_from_hf(folder: str | Path, shape: ModelShape | None = None):
     "A Megatron-Core GPTModel holding the weights of the HF Llama folder `folder` (call `init_megatron` first)."
     shape = shape or shape_from_hf(folder)
     return load_megatron_state(build_gpt_model(shape), hf_to_megatron_state(load_hf_state(folder), shape))
+
+# %% ../nbs/00_convert.ipynb
+import dataclasses
+import io
+import json
+import math
+
+_ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+
+class SafetensorsSource:
+    "The tensors of an HF folder's safetensors files, read one at a time (memory-mapped), in their stored dtype."
+    def __init__(self, folder):
+        from safetensors import safe_open
+        self.folder = Path(folder)
+        files = sorted(self.folder.glob("*.safetensors"))
+        if not files: raise FileNotFoundError(f"no *.safetensors in {folder}")
+        self._open = {f: safe_open(str(f), framework="pt") for f in files}
+        self.where = {k: f for f, h in self._open.items() for k in h.keys()}
+    def __contains__(self, name): return name in self.where
+    def keys(self): return self.where.keys()
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.where: raise KeyError(f"{self.folder}: no tensor {name!r} in its safetensors files")
+        return self._open[self.where[name]].get_tensor(name)
+    def dtype(self) -> torch.dtype:
+        return self.get("model.norm.weight").dtype
+
+def _megatron_producers(src: SafetensorsSource, shape: ModelShape) -> dict:
+    "Megatron (local-spec) parameter name -> a function reading and packing its HF tensors (one layer at a time)."
+    p = {"embedding.word_embeddings.weight": lambda: src.get("model.embed_tokens.weight"),
+         "decoder.final_layernorm.weight": lambda: src.get("model.norm.weight")}
+    if not shape.tie_embeddings: p["output_layer.weight"] = lambda: src.get("lm_head.weight")
+    for i in range(shape.n_layers):
+        hf, mc = _HF_LAYER.format(i=i), _MC_LAYER.format(i=i)
+        for a, b in _RENAMES: p[mc + b] = (lambda n: lambda: src.get(n))(hf + a)
+        p[mc + "self_attention.linear_qkv.weight"] = (lambda h: lambda: _qkv_pack(
+            src.get(h + "self_attn.q_proj.weight"), src.get(h + "self_attn.k_proj.weight"),
+            src.get(h + "self_attn.v_proj.weight"), shape))(hf)
+        # SwiGLU's fc1 is two chunks in Megatron's checkpoint (gate rows, then up rows): no concatenation needed
+        p[mc + "mlp.linear_fc1.weight"] = (lambda h: (lambda: src.get(h + "mlp.gate_proj.weight"),
+                                                      lambda: src.get(h + "mlp.up_proj.weight")))(hf)
+    return p
+
+
+# %% ../nbs/00_convert.ipynb
+def hf_names(shape: ModelShape) -> set:
+    "The tensor names of an HF LlamaForCausalLM of `shape` (a tied model stores no lm_head.weight)."
+    names = {"model.embed_tokens.weight", "model.norm.weight"} | (set() if shape.tie_embeddings else {"lm_head.weight"})
+    for i in range(shape.n_layers):
+        p = _HF_LAYER.format(i=i)
+        names |= {p + n for n, _ in _RENAMES} | {p + f"self_attn.{x}_proj.weight" for x in "qkv"} \
+                 | {p + f"mlp.{x}_proj.weight" for x in ("gate", "up")}
+    return names
+
+def _meta_sharded_items(shape: ModelShape, dtype: torch.dtype):
+    """The checkpoint layout Megatron itself expects: a GPTModel of `shape` built on the meta device (no memory),
+    its sharded state dict flattened to (local name, ShardedTensor | ShardedObject), factories applied."""
+    import dataclasses as dc
+    from megatron.core.dist_checkpointing.mapping import ShardedTensorFactory
+    config = dc.replace(transformer_config(shape), perform_initialization=False, params_dtype=dtype)
+    with torch.device("meta"): model = build_gpt_model(shape, config)
+    for name, sh in model.sharded_state_dict().items():
+        if isinstance(sh, ShardedTensorFactory):
+            built = sh.build()
+            for part in (built if isinstance(built, (list, tuple)) else [built]): yield name, part
+        else:
+            yield name, sh
+
+def stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape: ModelShape | None = None, common: dict | None = None) -> Path:
+    """HF Llama folder -> Megatron torch_dist checkpoint, tensor by tensor: each layer's tensors are read from the
+    safetensors files (memory-mapped, in their stored dtype), packed and written before the next is read, so the
+    peak is about one packed tensor and its inputs, never the model. Single process; the checkpoint reshards to any
+    TP/PP layout when a training job loads it (as `init_checkpoint`)."""
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.checkpoint import save as dcp_save
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex, TensorProperties
+    from torch.distributed.checkpoint.planner import SavePlan, TensorWriteData, WriteItem, WriteItemType
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+    init_megatron()
+    shape = shape or shape_from_hf(hf_dir)
+    src = SafetensorsSource(hf_dir)
+    names = set(src.keys()) - ({"lm_head.weight"} if shape.tie_embeddings else set())
+    _check_keys(dict.fromkeys(names), hf_names(shape), f"HF ({hf_dir})")     # every name checked before any write
+    dtype = src.dtype()
+    producers = _megatron_producers(src, shape)
+    items, make = [], {}
+    for name, sh in _meta_sharded_items(shape, dtype):
+        if isinstance(sh, ShardedObject):
+            idx = MetadataIndex(sh.unique_key)
+            items.append(WriteItem(index=idx, type=WriteItemType.BYTE_IO))
+            make[idx] = (lambda obj: lambda: _bytes(obj))(sh.data)
+            continue
+        offsets = torch.Size(sh.global_offset)
+        sizes = torch.Size((1,) * sh.prepend_axis_num + tuple(sh.local_shape))
+        idx = MetadataIndex(sh.key, offsets)
+        items.append(WriteItem(index=idx, type=WriteItemType.SHARD, tensor_data=TensorWriteData(
+            chunk=ChunkStorageMetadata(offsets=offsets, sizes=sizes), properties=TensorProperties(dtype=dtype),
+            size=torch.Size(sh.global_shape))))
+        fn = producers[name]
+        if isinstance(fn, tuple):                    # fc1: gate chunk at row 0, up chunk after it
+            fn = fn[0] if offsets[sh.prepend_axis_num] == 0 else fn[1]
+        make[idx] = (lambda f, s: lambda: f().to(dtype).reshape(s).contiguous())(fn, sizes)
+
+    class Planner(DefaultSavePlanner):     # the plan is the list above; each tensor is made when it is written
+        def set_up_planner(self, state_dict, storage_meta=None, is_coordinator=True):
+            self.state_dict, self.is_coordinator, self.mappings = {}, is_coordinator, {}
+            self.flatten_state_dict = False
+        def create_local_plan(self):
+            self.plan = SavePlan(items); return self.plan
+        def resolve_data(self, write_item): return make[write_item.index]()
+
+    ckpt_dir = Path(ckpt_dir); ckpt_dir.mkdir(parents=True, exist_ok=True)
+    dcp_save({}, storage_writer=FileSystemWriter(str(ckpt_dir), thread_count=1, single_file_per_rank=True),
+             planner=Planner(), no_dist=True)
+    torch.save({"iteration": 0, "shape": dataclasses.asdict(shape), **(common or {})}, ckpt_dir / "common.pt")
+    (ckpt_dir / "metadata.json").write_text(json.dumps(
+        {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch", "common_backend_version": 1}))
+    return ckpt_dir
+
+def _bytes(obj) -> io.BytesIO:
+    "A ShardedObject as Megatron's torch_dist strategy stores it: the pickled list of its data."
+    b = io.BytesIO(); torch.save([obj], b); b.seek(0); return b
+
+
+# %% ../nbs/00_convert.ipynb
+class _CheckpointReader:
+    "The model tensors of a torch_dist checkpoint, assembled chunk by chunk (any TP/PP layout it was saved in)."
+    def __init__(self, ckpt_dir):
+        from torch.distributed.checkpoint import FileSystemReader
+        self.dir = Path(ckpt_dir)
+        if not (self.dir / ".metadata").exists(): raise FileNotFoundError(f"{ckpt_dir}: no .metadata (not a torch_dist checkpoint)")
+        self.md = FileSystemReader(str(self.dir)).read_metadata()
+    def dtype(self, key) -> torch.dtype: return self.md.state_dict_metadata[key].properties.dtype
+    def _chunk(self, key, offsets) -> torch.Tensor:
+        from torch.distributed.checkpoint.metadata import MetadataIndex
+        info = self.md.storage_data[MetadataIndex(key, torch.Size(offsets))]
+        with open(self.dir / info.relative_path, "rb") as f:
+            f.seek(info.offset); return torch.load(io.BytesIO(f.read(info.length)), weights_only=True)
+    def get(self, key: str, layer: int | None = None) -> torch.Tensor:
+        "The whole tensor `key` (of decoder layer `layer`, for the layer-stacked keys)."
+        if key not in self.md.state_dict_metadata: raise KeyError(f"{self.dir}: the checkpoint has no tensor {key!r}")
+        tm = self.md.state_dict_metadata[key]
+        lead = 0 if layer is None else 1
+        size = tm.size[lead:]
+        out = torch.empty(size, dtype=tm.properties.dtype)
+        for c in tm.chunks:
+            if layer is not None and c.offsets[0] != layer: continue
+            t = self._chunk(key, c.offsets).reshape(c.sizes[lead:])
+            out[tuple(slice(o, o + n) for o, n in zip(c.offsets[lead:], c.sizes[lead:]))] = t
+        return out
+
+def _hf_producers(ck: _CheckpointReader, shape: ModelShape):
+    "HF tensor name -> (names it produces together, function); each Megatron tensor is read once."
+    L = "decoder.layers."
+    te = {"input_layernorm.weight": "self_attention.linear_qkv.layer_norm_weight",   # the saved (TE) names
+          "pre_mlp_layernorm.weight": "mlp.linear_fc1.layer_norm_weight"}
+    out = {"model.embed_tokens.weight": (["model.embed_tokens.weight"], lambda: [ck.get("embedding.word_embeddings.weight")])}
+    for i in range(shape.n_layers):
+        hf = _HF_LAYER.format(i=i)
+        for a, b in _RENAMES:
+            out[hf + a] = ([hf + a], (lambda k, i: lambda: [ck.get(k, i)])(L + te.get(b, b), i))
+        qkv = [hf + f"self_attn.{x}_proj.weight" for x in "qkv"]
+        out[qkv[0]] = (qkv, (lambda i: lambda: list(_qkv_unpack(ck.get(L + "self_attention.linear_qkv.weight", i), shape)))(i))
+        gu = [hf + "mlp.gate_proj.weight", hf + "mlp.up_proj.weight"]
+        out[gu[0]] = (gu, (lambda i: lambda: list(ck.get(L + "mlp.linear_fc1.weight", i).chunk(2, dim=0)))(i))
+    out["model.norm.weight"] = (["model.norm.weight"], lambda: [ck.get("decoder.final_layernorm.weight")])
+    if not shape.tie_embeddings: out["lm_head.weight"] = (["lm_head.weight"], lambda: [ck.get("output_layer.weight")])
+    return out
+
+def _hf_shapes(shape: ModelShape) -> dict:
+    h, f, d = shape.hidden, shape.ffn_hidden, shape.head_dim
+    s = {"model.embed_tokens.weight": (shape.vocab_size, h), "model.norm.weight": (h,)}
+    if not shape.tie_embeddings: s["lm_head.weight"] = (shape.vocab_size, h)
+    for i in range(shape.n_layers):
+        p = _HF_LAYER.format(i=i)
+        s.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                  p + "self_attn.q_proj.weight": (shape.n_heads * d, h), p + "self_attn.k_proj.weight": (shape.n_kv_heads * d, h),
+                  p + "self_attn.v_proj.weight": (shape.n_kv_heads * d, h), p + "self_attn.o_proj.weight": (h, shape.n_heads * d),
+                  p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h), p + "mlp.down_proj.weight": (h, f)})
+    return s
+
+def stream_checkpoint_to_hf(ckpt_dir, hf_dir, shape: ModelShape, tokenizer=None, dtype: torch.dtype | None = None,
+                            shard_bytes: int = 5 * 2**30) -> Path:
+    """Megatron torch_dist checkpoint -> HF LlamaForCausalLM folder, tensor by tensor, in the checkpoint's dtype
+    (or `dtype`): each safetensors shard's header is written first (names, shapes, offsets are known from the
+    shape), then each tensor's bytes as it is assembled from the checkpoint's chunks; no model is built."""
+    ck = _CheckpointReader(ckpt_dir)
+    dtype = dtype or ck.dtype("decoder.final_layernorm.weight")
+    shapes, prod = _hf_shapes(shape), _hf_producers(ck, shape)
+    order = [n for first in prod for n in prod[first][0]]
+    nbytes = {n: math.prod(shapes[n]) * torch.tensor([], dtype=dtype).element_size() for n in order}
+    shards, cur, size = [], [], 0
+    for n in order:                                   # shards of at most shard_bytes (a tensor is never split)
+        if cur and size + nbytes[n] > shard_bytes: shards.append(cur); cur, size = [], 0
+        cur.append(n); size += nbytes[n]
+    shards.append(cur)
+    hf_dir = Path(hf_dir); hf_dir.mkdir(parents=True, exist_ok=True)
+    files = [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))] if len(shards) > 1 else ["model.safetensors"]
+    pending, weight_map = {}, {}
+    for names, fname in zip(shards, files):
+        header, off = {"__metadata__": {"format": "pt"}}, 0
+        for n in names:
+            header[n] = {"dtype": _ST_DTYPES[dtype], "shape": list(shapes[n]), "data_offsets": [off, off + nbytes[n]]}
+            off += nbytes[n]; weight_map[n] = fname
+        head = json.dumps(header, separators=(",", ":")).encode()
+        head += b" " * (-len(head) % 8)
+        with open(hf_dir / fname, "wb") as f:
+            f.write(len(head).to_bytes(8, "little")); f.write(head)
+            for n in names:
+                if n not in pending:
+                    group, fn = prod[n]
+                    pending.update(zip(group, fn()))
+                t = pending.pop(n).to(dtype).contiguous()
+                if tuple(t.shape) != tuple(shapes[n]): raise ValueError(f"{ckpt_dir}: {n} has shape {tuple(t.shape)}, the shape says {shapes[n]}")
+                f.write(t.view(torch.uint8).numpy().tobytes())
+                del t
+    if len(shards) > 1:
+        (hf_dir / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {"total_size": sum(nbytes.values())}, "weight_map": weight_map}, indent=1))
+    cfg = hf_config(shape, tokenizer)
+    cfg.dtype = dtype
+    cfg.save_pretrained(str(hf_dir))
+    if tokenizer is not None: tokenizer.save_pretrained(str(hf_dir))
+    return hf_dir
+

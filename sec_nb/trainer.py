@@ -48,7 +48,8 @@ __all__ = ['STOP_FILE', 'HOPPER_ENV', 'SLURM_ACTIVE', 'SLURM_FAILED', 'Parallel'
            'latest_checkpoint', 'run_summary', 'save_checkpoint', 'load_checkpoint', 'init_distributed', 'device',
            'train', 'megatron_state', 'export_hf', 'hf_to_checkpoint', 'resolve_checkpoint', 'checkpoint_shape',
            'convert_checkpoint', 'load_init', 'data_fingerprint', 'job_dict', 'train_job', 'job_status', 'main',
-           'torchrun_cmd', 'sbatch_script', 'parse_sacct_state', 'slurm_state', 'slurm_launch', 'launch', 'parallel_of']
+           'torchrun_cmd', 'slurm_seconds', 'sbatch_script', 'parse_sacct_state', 'slurm_state', 'slurm_launch',
+           'launch', 'thread_choice', 'parallel_of']
 
 # %% ../nbs/00_trainer.ipynb
 @dataclasses.dataclass
@@ -602,6 +603,14 @@ def _trainer_flags(cluster) -> str:
     f += f" --fp8 {cluster.fp8}" if cluster.fp8 else ""
     return f + (" --sp" if cluster.sequence_parallel else "")
 
+def slurm_seconds(limit: str) -> int:
+    "SLURM's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in seconds."
+    days, _, rest = limit.rpartition("-") if "-" in limit else ("0", "", limit)
+    parts = [int(x) for x in rest.split(":")]
+    if "-" in limit: h, m, s = (parts + [0, 0])[:3]
+    else: h, m, s = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
+    return int(days) * 86400 + h * 3600 + m * 60 + s
+
 def sbatch_script(cluster, job_path, work_dir, name: str = "sec_nb", out_dir=None) -> str:
     """An sbatch script for `cluster` (a ClusterSpec) that runs the job `job_path` with srun + torchrun.
     Lifecycle: `--requeue` and `--signal=B:USR1@S` (SLURM warns the batch shell S seconds before the time limit);
@@ -609,12 +618,15 @@ def sbatch_script(cluster, job_path, work_dir, name: str = "sec_nb", out_dir=Non
     step requeues the job, which resumes from that checkpoint: chained jobs of the partition's time limit."""
     work_dir = Path(work_dir)
     out_dir = Path(out_dir or work_dir)
+    if cluster.signal_s and cluster.signal_s >= slurm_seconds(cluster.time_limit):
+        raise ValueError(f"cluster.signal_s={cluster.signal_s} s is not shorter than time_limit {cluster.time_limit}: "
+                         "the save-and-exit warning would come at once")
     gpus, procs = cluster.gpus_per_node, cluster.procs_per_node
     cpus = cluster.cpus_per_task or procs                   # one task per node runs torchrun and its ranks
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --nodes={cluster.nodes}",
              "#SBATCH --ntasks-per-node=1", f"#SBATCH --cpus-per-task={cpus}", f"#SBATCH --time={cluster.time_limit}",
              f"#SBATCH --output={work_dir}/slurm-%j.out", "#SBATCH --open-mode=append"]
-    if cluster.requeue: lines.append("#SBATCH --requeue")
+    if cluster.requeue: lines.append("#SBATCH --requeue")   # also requeued by SLURM on node failure or preemption
     if cluster.signal_s: lines.append(f"#SBATCH --signal=B:USR1@{cluster.signal_s}")
     if gpus: lines += [f"#SBATCH --gpus-per-node={gpus}", "#SBATCH --exclusive"]
     if cluster.partition: lines.append(f"#SBATCH --partition={cluster.partition}")
@@ -631,16 +643,20 @@ def sbatch_script(cluster, job_path, work_dir, name: str = "sec_nb", out_dir=Non
     if gpus: lines += [f"export {k}={v}" for k, v in HOPPER_ENV.items()]
     tr = " ".join(torchrun_cmd(procs, job_path, cluster.nodes, "$MASTER_ADDR:$MASTER_PORT")) + _trainer_flags(cluster)
     status = f"{sys.executable} -m sec_nb.trainer {shlex.quote(str(job_path))} --status"
-    lines += [f"srun --ntasks-per-node=1 --ntasks={cluster.nodes} --kill-on-bad-exit=1 {tr} &",
+    lines += [f"rm -f {shlex.quote(str(out_dir / STOP_FILE))}   # a warning that came after the last run ended",
+              f"srun --ntasks-per-node=1 --ntasks={cluster.nodes} --kill-on-bad-exit=1 {tr} &",
               "child=$!",
               "# a trapped signal interrupts `wait`: wait again until the step has really ended",
               "while true; do wait $child; rc=$?; kill -0 $child 2>/dev/null || break; done",
               f"status=$({status})",
-              'echo "training step exited $rc: $status"',
-              'if [ "$rc" -eq 0 ] && [ "$status" != done ]; then',
-              '  echo "requeue: the run continues from its last checkpoint"; scontrol requeue "$SLURM_JOB_ID"; exit 0',
-              "fi",
-              "exit $rc"]
+              'echo "training step exited $rc: $status"']
+    if cluster.requeue:   # without it a stopped run ends COMPLETED but unfinished: the launcher refuses it, a rerun resumes
+        lines += ['if [ "$rc" -eq 0 ] && [ "$status" != done ]; then',
+                  '  echo "requeue: the run continues from its last checkpoint"; scontrol requeue "$SLURM_JOB_ID"; exit 0',
+                  "fi"]
+    else:
+        lines.insert(lines.index("set -uo pipefail"), "#SBATCH --no-requeue")
+    lines.append("exit $rc")
     return "\n".join(lines) + "\n"
 
 # SLURM job states (squeue/sacct "State"): still going, and ended without success
@@ -672,7 +688,10 @@ def slurm_launch(job_path, cluster, work_dir, wait: bool = True, poll_s: float =
     job = json.loads(Path(job_path).read_text())
     rec_path = work_dir / "slurm_job.json"
     rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
-    if rec is None or slurm_state(rec["job_id"])[0] in SLURM_FAILED:   # none yet, or it failed: (re)submit, resuming
+    def unfinished(job_id):   # failed, or completed before the last step (stopped, no requeue): (re)submit, resuming
+        s = slurm_state(job_id)[0]
+        return s in SLURM_FAILED or (s == "COMPLETED" and run_summary(job["out_dir"])["iteration"] < job["spec"]["steps"])
+    if rec is None or unfinished(rec["job_id"]):
         script = work_dir / "train.sbatch"
         script.write_text(sbatch_script(cluster, Path(job_path).resolve(), work_dir.resolve(), out_dir=Path(job["out_dir"]).resolve()))
         r = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
@@ -715,6 +734,7 @@ def launch(job: dict, cluster, work_dir=None, wait: bool = True) -> dict:
         if Path(job["out_dir"]).resolve() != work_dir.resolve(): job_path.rename(work_dir / "job.previous.json")
         _move_aside(Path(job["out_dir"]))
     job_path.write_text(json.dumps(job, indent=1))
+    if cluster.launcher != "slurm": (Path(job["out_dir"]) / STOP_FILE).unlink(missing_ok=True)  # (the sbatch script does it there)
     if cluster.launcher == "inprocess": return train_job(job)
     if cluster.launcher == "torchrun":
         n = max(cluster.procs_per_node, cluster.gpus_per_node or 0, 1)
@@ -724,6 +744,29 @@ def launch(job: dict, cluster, work_dir=None, wait: bool = True) -> dict:
         return run_summary(job["out_dir"])
     if cluster.launcher == "slurm": return slurm_launch(job_path, cluster, work_dir, wait)
     raise ValueError(f"unknown launcher {cluster.launcher!r}: inprocess | torchrun | slurm")
+
+def thread_choice(threads, cluster):
+    """Processes x threads for a CPU run. `threads`: 0 (or "") keeps the preset and torch's default, fixed, so reruns
+    are byte-identical; n: one process with n threads; "auto": from the cores free *now* (load average): all cores
+    as threads when the machine is quiet; when it is busy, one single-threaded data-parallel rank per core, because
+    a team of OpenMP threads that waits for a descheduled member stalls (measured: 2 threads fell from ~7k to 469
+    tokens/s with one core busy elsewhere, while two 1-thread ranks held 6.6k; bench/trainer_bench.md). Data
+    parallelism changes how the batch is split, hence the last digits of the losses: the choice is recorded.
+    Returns (cluster, record); GPU clusters are returned unchanged."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    rec = {"requested": threads}
+    if cluster.gpus_per_node or threads in (0, "", None): return cluster, {**rec, "procs": cluster.procs_per_node, "threads": None}
+    if threads == "auto":
+        rec.update(cores=cores, load_avg_1min=round(load, 2))     # what the choice saw (only then: reruns stay identical)
+        busy = cores - load < cores - 0.5        # more than half a core taken by other work
+        procs, n = (cores, 1) if busy and cores > 1 else (1, cores)
+    else:
+        procs, n = 1, int(threads)
+    os.environ["OMP_NUM_THREADS"] = str(n)      # torchrun ranks inherit it
+    torch.set_num_threads(n)
+    launcher = "torchrun" if procs > 1 else cluster.launcher
+    return dataclasses.replace(cluster, launcher=launcher, procs_per_node=procs), {**rec, "procs": procs, "threads": n}
 
 def parallel_of(cluster) -> Parallel:
     "The layout, dtype and switches a ClusterSpec asks for."
