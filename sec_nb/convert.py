@@ -242,22 +242,35 @@ import math
 
 _ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
+_ST_TORCH = {v: k for k, v in _ST_DTYPES.items()}
+
 class SafetensorsSource:
-    "The tensors of an HF folder's safetensors files, read one at a time (memory-mapped), in their stored dtype."
+    """The tensors of an HF folder's safetensors files, read one at a time with plain reads (not memory-mapped: mapped
+    pages would stay resident and count against the process), in their stored dtype."""
     def __init__(self, folder):
-        from safetensors import safe_open
         self.folder = Path(folder)
         files = sorted(self.folder.glob("*.safetensors"))
         if not files: raise FileNotFoundError(f"no *.safetensors in {folder}")
-        self._open = {f: safe_open(str(f), framework="pt") for f in files}
-        self.where = {k: f for f, h in self._open.items() for k in h.keys()}
+        self.where = {}
+        for f in files:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+            for k, v in header.items():
+                if k != "__metadata__": self.where[k] = (f, 8 + n, v)
     def __contains__(self, name): return name in self.where
     def keys(self): return self.where.keys()
     def get(self, name: str) -> torch.Tensor:
         if name not in self.where: raise KeyError(f"{self.folder}: no tensor {name!r} in its safetensors files")
-        return self._open[self.where[name]].get_tensor(name)
+        f, base, v = self.where[name]
+        if v["dtype"] not in _ST_TORCH: raise ValueError(f"{f}: {name} has dtype {v['dtype']}, not F32/BF16/F16")
+        start, end = v["data_offsets"]
+        buf = bytearray(end - start)
+        with open(f, "rb") as fh:
+            fh.seek(base + start); fh.readinto(buf)
+        return torch.frombuffer(buf, dtype=_ST_TORCH[v["dtype"]]).reshape(v["shape"])
     def dtype(self) -> torch.dtype:
-        return self.get("model.norm.weight").dtype
+        return _ST_TORCH[self.where["model.norm.weight"][2]["dtype"]]
 
 def _megatron_producers(src: SafetensorsSource, shape: ModelShape) -> dict:
     "Megatron (local-spec) parameter name -> a function reading and packing its HF tensors (one layer at a time)."
@@ -370,16 +383,19 @@ class _CheckpointReader:
         from torch.distributed.checkpoint.metadata import MetadataIndex
         info = self.md.storage_data[MetadataIndex(key, torch.Size(offsets))]
         with open(self.dir / info.relative_path, "rb") as f:
-            f.seek(info.offset); return torch.load(io.BytesIO(f.read(info.length)), weights_only=True)
+            f.seek(info.offset); data = io.BytesIO(f.read(info.length))
+        return torch.load(data, weights_only=True)
     def get(self, key: str, layer: int | None = None) -> torch.Tensor:
         "The whole tensor `key` (of decoder layer `layer`, for the layer-stacked keys)."
         if key not in self.md.state_dict_metadata: raise KeyError(f"{self.dir}: the checkpoint has no tensor {key!r}")
         tm = self.md.state_dict_metadata[key]
         lead = 0 if layer is None else 1
         size = tm.size[lead:]
+        chunks = [c for c in tm.chunks if layer is None or c.offsets[0] == layer]
+        if len(chunks) == 1 and tuple(chunks[0].sizes[lead:]) == tuple(size):      # saved whole: no second copy
+            return self._chunk(key, chunks[0].offsets).reshape(size)
         out = torch.empty(size, dtype=tm.properties.dtype)
-        for c in tm.chunks:
-            if layer is not None and c.offsets[0] != layer: continue
+        for c in chunks:
             t = self._chunk(key, c.offsets).reshape(c.sizes[lead:])
             out[tuple(slice(o, o + n) for o, n in zip(c.offsets[lead:], c.sizes[lead:]))] = t
         return out
@@ -447,7 +463,7 @@ def stream_checkpoint_to_hf(ckpt_dir, hf_dir, shape: ModelShape, tokenizer=None,
                     pending.update(zip(group, fn()))
                 t = pending.pop(n).to(dtype).contiguous()
                 if tuple(t.shape) != tuple(shapes[n]): raise ValueError(f"{ckpt_dir}: {n} has shape {tuple(t.shape)}, the shape says {shapes[n]}")
-                f.write(t.view(torch.uint8).numpy().tobytes())
+                f.write(memoryview(t.view(torch.uint8).numpy()))   # no copy
                 del t
     if len(shards) > 1:
         (hf_dir / "model.safetensors.index.json").write_text(json.dumps(

@@ -263,11 +263,11 @@ def _free_port() -> int:
 
 def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, cp: int = 1, vp: int | None = None):
     if not dist.is_initialized():
-        if "RANK" not in os.environ:   # in-process: a group of one
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
-                              LOCAL_RANK="0")
         if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if "RANK" in os.environ: dist.init_process_group(backend)   # under torchrun / srun
+        else:   # in-process, a group of one; no RANK/MASTER_PORT in os.environ, which child processes would inherit
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     if dist.get_world_size() % (tp * pp * cp):
         raise ValueError(f"{dist.get_world_size()} processes do not split into tp {tp} x pp {pp} x cp {cp}")
     if parallel_state.model_parallel_is_initialized(): parallel_state.destroy_model_parallel()
@@ -469,25 +469,20 @@ def megatron_state(ckpt_dir, shape: ModelShape) -> dict:
     return {k: v.float() for k, v in model.state_dict().items() if not k.endswith("_extra_state")}
 
 def export_hf(ckpt_dir, shape: ModelShape, out, tokenizer_dir=None) -> Path:
-    "Write checkpoint `ckpt_dir` as a HF LlamaForCausalLM folder `out` (plus the tokenizer, when given)."
+    """Write checkpoint `ckpt_dir` (any TP/PP layout) as a HF LlamaForCausalLM folder `out`, in the checkpoint's
+    dtype, streaming tensor by tensor (plus the tokenizer, when given)."""
     from transformers import AutoTokenizer
-    from sec_nb.convert import save_hf_model
+    from sec_nb.convert import stream_checkpoint_to_hf
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir else None
-    return save_hf_model(megatron_state(ckpt_dir, shape), shape, out, tokenizer=tok)
+    return stream_checkpoint_to_hf(ckpt_dir, out, shape, tokenizer=tok)
 
 def hf_to_checkpoint(hf_dir, shape: ModelShape, ckpt_dir) -> Path:
-    """Convert a HF Llama folder into a weights-only dist checkpoint, in one process. A run with any tensor /
+    """Convert a HF Llama folder into a weights-only dist checkpoint, in one process, streaming. A run with any tensor /
     pipeline layout then starts from it (`init_checkpoint`): dist_checkpointing reshards on load. This is how the
     paper-scale CPT starts from Meta's Llama-3-70B-Instruct."""
-    from sec_nb.convert import hf_to_megatron_state, load_hf_state, load_megatron_state
+    from sec_nb.convert import stream_hf_to_checkpoint
     init_distributed(1, 1)
-    model = build_model(shape, transformer_config(shape))
-    load_megatron_state(model, hf_to_megatron_state(load_hf_state(hf_dir), shape))
-    ckpt_dir = Path(ckpt_dir); ckpt_dir.mkdir(parents=True, exist_ok=True)
-    _fast_results_queue()
-    dist_checkpointing.save({"model": model.sharded_state_dict(), "iteration": 0, "shape": dataclasses.asdict(shape)},
-                            str(ckpt_dir))
-    return ckpt_dir
+    return stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape)   # tensor by tensor, in the HF files' dtype
 
 def resolve_checkpoint(path) -> Path:
     "A dist checkpoint folder, or a run folder whose `checkpoints/latest` names one."

@@ -1,6 +1,7 @@
 "HF Llama <-> Megatron-Core GPTModel conversion: equal logits in fp32, exact round trip, clear errors."
 import dataclasses
 import pytest
+import numpy as np
 import torch
 
 from sec_nb.config import ModelShape
@@ -137,3 +138,72 @@ def test_cli_round_trip(tmp_path):
     assert shape_from_hf(tmp_path / "back") == TIED
     bad = run("hf-to-megatron", tmp_path / "ckpt", tmp_path / "x")            # a checkpoint is not an HF folder
     assert bad.returncode == 1 and "no config.json" in bad.stderr
+
+
+@pytest.mark.parametrize("shape", [SHAPE, TIED], ids=["untied", "tied"])
+def test_streaming_both_ways(tmp_path, megatron, shape):
+    "Streamed HF -> torch_dist -> HF: Megatron's own loader reads it with the HF logits; the way back is exact."
+    from transformers import LlamaForCausalLM
+    from sec_nb.convert import stream_checkpoint_to_hf, stream_hf_to_checkpoint
+    from sec_nb.trainer import build_model, load_checkpoint, transformer_config
+    hf = random_hf(shape, seed=7)
+    hf.save_pretrained(tmp_path / "hf")
+    stream_hf_to_checkpoint(tmp_path / "hf", tmp_path / "ck")
+    mc = build_model(shape, transformer_config(shape))
+    load_checkpoint(tmp_path / "ck", mc)
+    ids = torch.randint(0, shape.vocab_size, (2, shape.seq_len), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(): ref = hf(ids).logits
+    assert (megatron_logits(mc.eval(), ids) - ref).abs().max().item() <= 1e-4
+    stream_checkpoint_to_hf(tmp_path / "ck", tmp_path / "back", shape)
+    a, b = load_hf_state(tmp_path / "hf"), load_hf_state(tmp_path / "back")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        assert torch.equal(LlamaForCausalLM.from_pretrained(tmp_path / "back").eval()(ids).logits, ref)
+    # bf16 in, bf16 checkpoint, bf16 out, bit for bit (the source dtype is kept, never widened)
+    hf.to(torch.bfloat16).save_pretrained(tmp_path / "hf16")
+    stream_hf_to_checkpoint(tmp_path / "hf16", tmp_path / "ck16")
+    stream_checkpoint_to_hf(tmp_path / "ck16", tmp_path / "back16", shape, shard_bytes=20_000)   # several shards
+    a, b = load_hf_state(tmp_path / "hf16"), load_hf_state(tmp_path / "back16")
+    assert len(list((tmp_path / "back16").glob("*.safetensors"))) > 1 and (tmp_path / "back16" / "model.safetensors.index.json").exists()
+    assert all(b[k].dtype == torch.bfloat16 and torch.equal(a[k], b[k]) for k in a)
+
+
+PEAK_SCRIPT = r"""
+import json, resource, sys, torch
+from sec_nb.config import ModelShape
+from sec_nb.convert import init_megatron, stream_checkpoint_to_hf, stream_hf_to_checkpoint
+shape, what, src, dst = ModelShape(**json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+init_megatron()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+if what == "to_megatron": stream_hf_to_checkpoint(src, dst, shape)
+elif what == "to_hf": stream_checkpoint_to_hf(src, dst, shape)
+print(json.dumps({"base": base, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def test_streaming_peak_memory_8b_shape(tmp_path):
+    """Llama-3-8B's widths and vocabulary with 2 layers, bf16 (3 GB of weights): the conversion's peak resident
+    memory above the imports stays under twice the largest tensor (the 1.05 GB embedding) plus 0.5 GB."""
+    import json as _json, subprocess, sys
+    from safetensors.torch import save_file
+    from sec_nb.config import LLAMA3_8B
+    from sec_nb.convert import _hf_shapes, hf_config
+    shape = dataclasses.replace(LLAMA3_8B, n_layers=2)
+    hf = tmp_path / "hf"; hf.mkdir()
+    shapes = _hf_shapes(shape)
+    for name, s in shapes.items():                       # one file per tensor: never the model in this process
+        save_file({name: torch.zeros(s, dtype=torch.bfloat16)}, str(hf / f"{name}.safetensors"))
+    hf_config(shape).save_pretrained(str(hf))
+    largest = max(np.prod(s) for s in shapes.values()) * 2
+    total = sum(np.prod(s) for s in shapes.values()) * 2
+    peaks = {}
+    for what, src, dst in (("to_megatron", hf, tmp_path / "ck"), ("to_hf", tmp_path / "ck", tmp_path / "back")):
+        r = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, _json.dumps(dataclasses.asdict(shape)), what, str(src), str(dst)],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        m = _json.loads(r.stdout.strip().splitlines()[-1])
+        peaks[what] = m["peak"] - m["base"]
+    print(f"largest tensor {largest/1e9:.2f} GB, weights {total/1e9:.2f} GB, peak above imports: "
+          + ", ".join(f"{k} {v/1e9:.2f} GB" for k, v in peaks.items()))
+    for v in peaks.values(): assert v <= 2 * largest + 0.5e9, (peaks, largest)
+    assert load_hf_state(tmp_path / "back").keys() == set(shapes)
