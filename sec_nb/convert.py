@@ -15,7 +15,8 @@ from .config import ModelShape
 # %% auto 0
 __all__ = ['hf_to_megatron_state', 'megatron_to_hf_state', 'hf_config', 'shape_from_hf', 'transformer_config', 'build_gpt_model',
            'init_megatron', 'load_megatron_state', 'megatron_logits', 'load_hf_state', 'save_hf_model',
-           'megatron_from_hf', 'SafetensorsSource', 'hf_names', 'stream_hf_to_checkpoint', 'stream_checkpoint_to_hf']
+           'megatron_from_hf', 'SafetensorsSource', 'hf_names', 'stream_hf_to_checkpoint', 'strip_storage_meta',
+           'stream_checkpoint_to_hf']
 
 # %% ../nbs/00_convert.ipynb
 def _qkv_pack(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, shape: ModelShape) -> torch.Tensor:
@@ -360,10 +361,21 @@ def stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape: ModelShape | None = None, c
     ckpt_dir = Path(ckpt_dir); ckpt_dir.mkdir(parents=True, exist_ok=True)
     dcp_save({}, storage_writer=FileSystemWriter(str(ckpt_dir), thread_count=1, single_file_per_rank=True),
              planner=Planner(), no_dist=True)
+    strip_storage_meta(ckpt_dir)
     torch.save({"iteration": 0, "shape": dataclasses.asdict(shape), **(common or {})}, ckpt_dir / "common.pt")
     (ckpt_dir / "metadata.json").write_text(json.dumps(
         {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch", "common_backend_version": 1}))
     return ckpt_dir
+
+def strip_storage_meta(ckpt_dir):
+    """PyTorch's checkpoint index records the folder's absolute path and random save ids (`storage_meta`): drop them,
+    so that the same run writes the same bytes anywhere (the reader supplies an empty record)."""
+    import pickle
+    p = Path(ckpt_dir) / ".metadata"
+    md = pickle.loads(p.read_bytes())
+    if getattr(md, "storage_meta", None) is not None:
+        md.storage_meta = None
+        p.write_bytes(pickle.dumps(md))
 
 def _bytes(obj) -> io.BytesIO:
     "A ShardedObject as Megatron's torch_dist strategy stores it: the pickled list of its data."

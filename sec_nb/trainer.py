@@ -238,6 +238,8 @@ def save_checkpoint(out_dir, it: int, model, opt, sched, extra: dict, shape: Mod
     dist_checkpointing.save({**msd, "optimizer": opt.sharded_state_dict(msd), **common}, str(d))
     dist.barrier()
     if dist.get_rank() == 0:
+        from sec_nb.convert import strip_storage_meta
+        strip_storage_meta(d)                    # no absolute path or random ids in the checkpoint's index
         (Path(out_dir) / "checkpoints" / "latest").write_text(d.name)
         _prune(out_dir, keep)
     dist.barrier()

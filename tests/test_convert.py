@@ -149,6 +149,7 @@ def test_streaming_both_ways(tmp_path, megatron, shape):
     hf = random_hf(shape, seed=7)
     hf.save_pretrained(tmp_path / "hf")
     stream_hf_to_checkpoint(tmp_path / "hf", tmp_path / "ck")
+    assert str(tmp_path).encode() not in (tmp_path / "ck" / ".metadata").read_bytes()      # reruns: same bytes
     mc = build_model(shape, transformer_config(shape))
     load_checkpoint(tmp_path / "ck", mc)
     ids = torch.randint(0, shape.vocab_size, (2, shape.seq_len), generator=torch.Generator().manual_seed(3))

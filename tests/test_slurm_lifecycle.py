@@ -113,6 +113,7 @@ def test_time_based_checkpoints_keep_the_last_k(data, tmp_path):
     ck = tmp_path / "run" / "checkpoints"
     assert sorted(d.name for d in ck.glob("iter_*")) == ["iter_0000004", "iter_0000005"]
     assert (ck / "latest").read_text() == "iter_0000005"
+    assert str(tmp_path).encode() not in (ck / "iter_0000005" / ".metadata").read_bytes()    # no absolute path
     # a changed job moves the old run aside instead of deleting it
     job2 = job_dict(dataclasses.replace(spec, steps=2), MICRO.model, [data / "a"], None, tmp_path / "run", eod=0, log_every=0)
     launch(job2, dataclasses.replace(MICRO.cluster, launcher="inprocess"))
