@@ -34,12 +34,12 @@ def job(cfg, spec, prefix, out):
     return job_dict(spec, cfg.model, [prefix], None, out, eod=0, log_every=0, resume=False)
 
 
-def megatron_run(cfg, spec, prefix, out, nproc=1):
+def megatron_run(cfg, spec, prefix, out, nproc=1, threads=None):
     "tokens/s of sec_nb.trainer (median over steps 3..), as a subprocess (torchrun when nproc > 1)."
     out.mkdir(parents=True, exist_ok=True)
     jp = out / "job.json"
     jp.write_text(json.dumps(job(cfg, spec, prefix, out)))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(max(1, os.cpu_count() // nproc))}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(threads or max(1, os.cpu_count() // nproc))}
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1
            else [sys.executable]) + ["-m", "sec_nb.trainer", str(jp)]
     subprocess.run(cmd, check=True, env=env, capture_output=True)
@@ -79,13 +79,56 @@ print(json.dumps({{"tps": statistics.median(speeds[2:]), "losses": losses}}))
     return res["tps"], res["losses"]
 
 
+BUSY = "while True: pass"      # one core's worth of other work
+
+
+def under_load(a):
+    """Processes x threads with one core busy elsewhere (a spinning process): the case `-p threads=auto` is for.
+    Appends its table to the --out file."""
+    from sec_nb.config import load_preset
+    cfg = load_preset(a.preset)
+    spec = dataclasses.replace(cfg.pretrain, steps=a.steps, save_every=10_000, warmup_steps=2)
+    cfg = dataclasses.replace(cfg, pretrain=spec)
+    layouts = {"1 process x 2 threads (the fixed default)": (1, 2), "2 processes x 1 thread (auto when busy)": (2, 1),
+               "1 process x 1 thread": (1, 1)}
+    res = {k: [] for k in layouts}
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    try:
+        with tempfile.TemporaryDirectory() as t:
+            t = Path(t)
+            prefix = make_data(t, cfg.model.vocab_size)
+            for r in range(a.repeats):
+                for k, (n, th) in layouts.items():
+                    res[k].append(megatron_run(cfg, spec, prefix, t / f"{n}x{th}_{r}", nproc=n, threads=th)[0])
+                print(r, {k: round(v[-1]) for k, v in res.items()}, flush=True)
+    finally:
+        busy.kill(); busy.wait()
+    load = os.getloadavg()[0]
+    base = statistics.median(res["1 process x 2 threads (the fixed default)"])
+    lines = ["", "## Threads under load", "",
+             f"`python bench/trainer_bench.py --under-load --preset {a.preset} --steps {a.steps} --repeats {a.repeats}`, "
+             f"{time.strftime('%Y-%m-%d')}: the same runs with one core taken by a spinning process (and, this time, other "
+             f"helpers' work on the shared machine: load average {load:.1f} on {os.cpu_count()} cores at the end). "
+             "Median (min-max) tokens/s over interleaved rounds.", "",
+             "| layout | tokens/s | vs the default |", "|---|---|---|"]
+    for k, v in res.items():
+        lines.append(f"| {k} | {statistics.median(v):,.0f} ({min(v):,.0f}-{max(v):,.0f}) | {statistics.median(v) / base:.2f}x |")
+    lines += ["", "`-p threads=auto` (`sec_nb.trainer.thread_choice`) picks one single-threaded data-parallel rank per core "
+              "when the load average says other work holds more than half a core, and all cores as threads of one process "
+              "otherwise; the default stays fixed (`threads=0`) so that reruns are byte-identical."]
+    with open(a.out, "a") as f: f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--under-load", action="store_true", help="processes x threads with one core busy; appends to --out")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     a = ap.parse_args()
+    if a.under_load: return under_load(a)
     from sec_nb.config import load_preset
     cfg = load_preset(a.preset)
     spec = dataclasses.replace(cfg.pretrain, steps=a.steps, save_every=10_000, warmup_steps=2)

@@ -15,7 +15,8 @@ from .config import ModelShape
 # %% auto 0
 __all__ = ['hf_to_megatron_state', 'megatron_to_hf_state', 'hf_config', 'shape_from_hf', 'transformer_config', 'build_gpt_model',
            'init_megatron', 'load_megatron_state', 'megatron_logits', 'load_hf_state', 'save_hf_model',
-           'megatron_from_hf']
+           'megatron_from_hf', 'SafetensorsSource', 'hf_names', 'stream_hf_to_checkpoint', 'strip_storage_meta',
+           'stream_checkpoint_to_hf']
 
 # %% ../nbs/00_convert.ipynb
 def _qkv_pack(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, shape: ModelShape) -> torch.Tensor:
@@ -54,18 +55,25 @@ def _check_keys(sd: dict, expected: set, what: str):
         raise ValueError(f"{what} state dict does not match the shape: missing {missing[:5]}"
                          f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
 
+def _tied_head(sd: dict, head: str, emb: str, shape: ModelShape) -> dict:
+    """A tied model's output layer *is* its embedding: HF's in-memory state dict lists it (the same tensor),
+    its safetensors files and Megatron's state dict do not. Drop it, after checking it is the embedding."""
+    if not shape.tie_embeddings or head not in sd: return sd
+    if not torch.equal(sd[head], sd[emb]): raise ValueError(f"tied shape but {head} differs from {emb}")
+    return {k: v for k, v in sd.items() if k != head}
+
 def hf_to_megatron_state(hf_state_dict: dict, shape: ModelShape, te_names: bool = False) -> dict:
     "An HF LlamaForCausalLM state dict -> a Megatron-Core GPTModel state dict (local layer spec names)."
-    sd = hf_state_dict
-    expected = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+    sd = _tied_head(hf_state_dict, "lm_head.weight", "model.embed_tokens.weight", shape)
+    expected = {"model.embed_tokens.weight", "model.norm.weight"} | (set() if shape.tie_embeddings else {"lm_head.weight"})
     for i in range(shape.n_layers):
         p = _HF_LAYER.format(i=i)
         expected |= {p + n for n, _ in _RENAMES} | {p + f"self_attn.{x}_proj.weight" for x in "qkv"} \
                     | {p + f"mlp.{x}_proj.weight" for x in ("gate", "up")}
     _check_keys(sd, expected, "HF")
     out = {"embedding.word_embeddings.weight": sd["model.embed_tokens.weight"],
-           "decoder.final_layernorm.weight": sd["model.norm.weight"],
-           "output_layer.weight": sd["lm_head.weight"]}
+           "decoder.final_layernorm.weight": sd["model.norm.weight"]}
+    if not shape.tie_embeddings: out["output_layer.weight"] = sd["lm_head.weight"]
     for i in range(shape.n_layers):
         hf, mc = _HF_LAYER.format(i=i), _MC_LAYER.format(i=i)
         for a, b in _RENAMES:
@@ -78,18 +86,20 @@ def hf_to_megatron_state(hf_state_dict: dict, shape: ModelShape, te_names: bool 
 def megatron_to_hf_state(megatron_state_dict: dict, shape: ModelShape) -> dict:
     "A Megatron-Core GPTModel state dict (local or Transformer-Engine names) -> an HF LlamaForCausalLM state dict."
     sd = {k: v for k, v in megatron_state_dict.items() if not k.endswith("._extra_state")}
+    sd = _tied_head(sd, "output_layer.weight", "embedding.word_embeddings.weight", shape)
     for i in range(shape.n_layers):              # accept the TE spelling of the fused norms
         mc = _MC_LAYER.format(i=i)
         for local, te in _TE_NORMS.items():
             if mc + te in sd: sd[mc + local] = sd.pop(mc + te)
-    expected = {"embedding.word_embeddings.weight", "decoder.final_layernorm.weight", "output_layer.weight"}
+    expected = {"embedding.word_embeddings.weight", "decoder.final_layernorm.weight"} \
+               | (set() if shape.tie_embeddings else {"output_layer.weight"})
     for i in range(shape.n_layers):
         mc = _MC_LAYER.format(i=i)
         expected |= {mc + b for _, b in _RENAMES} | {mc + "self_attention.linear_qkv.weight", mc + "mlp.linear_fc1.weight"}
     _check_keys(sd, expected, "Megatron")
     out = {"model.embed_tokens.weight": sd["embedding.word_embeddings.weight"],
-           "model.norm.weight": sd["decoder.final_layernorm.weight"],
-           "lm_head.weight": sd["output_layer.weight"]}
+           "model.norm.weight": sd["decoder.final_layernorm.weight"]}
+    if not shape.tie_embeddings: out["lm_head.weight"] = sd["output_layer.weight"]
     for i in range(shape.n_layers):
         hf, mc = _HF_LAYER.format(i=i), _MC_LAYER.format(i=i)
         for a, b in _RENAMES:
@@ -102,7 +112,7 @@ def megatron_to_hf_state(megatron_state_dict: dict, shape: ModelShape) -> dict:
 
 # %% ../nbs/00_convert.ipynb
 def hf_config(shape: ModelShape, tokenizer=None):
-    "A transformers.LlamaConfig for `shape` (untied output, no biases); special token ids from `tokenizer`."
+    "A transformers.LlamaConfig for `shape` (no biases); special token ids from `tokenizer`."
     from transformers import LlamaConfig
     ids = {}
     if tokenizer is not None:
@@ -113,7 +123,7 @@ def hf_config(shape: ModelShape, tokenizer=None):
                        num_key_value_heads=shape.n_kv_heads, head_dim=shape.head_dim,
                        max_position_embeddings=shape.seq_len, rms_norm_eps=shape.norm_eps,
                        rope_parameters={"rope_type": "default", "rope_theta": float(shape.rope_theta)},
-                       hidden_act="silu", tie_word_embeddings=False, attention_bias=False, mlp_bias=False, **ids)
+                       hidden_act="silu", tie_word_embeddings=shape.tie_embeddings, attention_bias=False, mlp_bias=False, **ids)
 
 def shape_from_hf(config_or_folder) -> ModelShape:
     "The ModelShape of an HF Llama config (or of the model folder holding its config.json)."
@@ -123,10 +133,17 @@ def shape_from_hf(config_or_folder) -> ModelShape:
     if c.model_type != "llama":
         raise ValueError(f"expected a Llama model, got model_type={c.model_type!r}")
     rope = getattr(c, "rope_parameters", None) or {}
+    where = getattr(c, "_name_or_path", "") or "the config"
+    if rope.get("rope_type", "default") != "default":   # Llama-3.1/3.2 "llama3" scaling: not in this converter
+        raise ValueError(f"{where}: rope_type {rope['rope_type']!r} is not supported (only 'default' RoPE)")
+    if getattr(c, "head_dim", None) not in (None, c.hidden_size // c.num_attention_heads):
+        raise ValueError(f"{where}: head_dim {c.head_dim} != hidden_size / num_attention_heads")
+    if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False) or c.hidden_act != "silu":
+        raise ValueError(f"{where}: biases or an activation other than silu are not the Llama recipe converted here")
     return ModelShape(n_layers=c.num_hidden_layers, hidden=c.hidden_size, ffn_hidden=c.intermediate_size,
                       n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads, vocab_size=c.vocab_size,
                       seq_len=c.max_position_embeddings, rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 500_000.0))),
-                      norm_eps=c.rms_norm_eps)
+                      norm_eps=c.rms_norm_eps, tie_embeddings=bool(c.tie_word_embeddings))
 
 # %% ../nbs/00_convert.ipynb
 def transformer_config(shape: ModelShape, dtype: torch.dtype = torch.float32, **overrides):
@@ -150,7 +167,7 @@ def build_gpt_model(shape: ModelShape, config=None, **config_overrides):
     config = config or transformer_config(shape, **config_overrides)
     return GPTModel(config=config, transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
                     vocab_size=shape.vocab_size, max_sequence_length=shape.seq_len, position_embedding_type="rope",
-                    rotary_base=int(shape.rope_theta), share_embeddings_and_output_weights=False)
+                    rotary_base=int(shape.rope_theta), share_embeddings_and_output_weights=shape.tie_embeddings)
 
 def init_megatron(seed: int = 0, port: int | None = None):
     "Single-process (tensor/pipeline parallel 1) Megatron state, if none exists yet; on a CPU, the device shim."
@@ -205,7 +222,10 @@ def save_hf_model(megatron_state_dict: dict, shape: ModelShape, folder: str | Pa
     with torch.device("meta"): model = LlamaForCausalLM(cfg)
     sd = megatron_to_hf_state(megatron_state_dict, shape)
     if dtype is not None: sd = {k: v.to(dtype) for k, v in sd.items()}
-    model.load_state_dict(sd, strict=True, assign=True)
+    res = model.load_state_dict(sd, strict=False, assign=True)
+    if res.unexpected_keys or set(res.missing_keys) - ({"lm_head.weight"} if shape.tie_embeddings else set()):
+        raise ValueError(f"HF state dict mismatch: missing {res.missing_keys}, unexpected {res.unexpected_keys}")
+    if shape.tie_embeddings: model.lm_head.weight = model.model.embed_tokens.weight
     model.save_pretrained(str(folder))
     if tokenizer is not None: tokenizer.save_pretrained(str(folder))
     return Path(folder)
@@ -214,3 +234,255 @@ def megatron_from_hf(folder: str | Path, shape: ModelShape | None = None):
     "A Megatron-Core GPTModel holding the weights of the HF Llama folder `folder` (call `init_megatron` first)."
     shape = shape or shape_from_hf(folder)
     return load_megatron_state(build_gpt_model(shape), hf_to_megatron_state(load_hf_state(folder), shape))
+
+# %% ../nbs/00_convert.ipynb
+import dataclasses
+import io
+import json
+import math
+
+_ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+
+_ST_TORCH = {v: k for k, v in _ST_DTYPES.items()}
+
+class SafetensorsSource:
+    """The tensors of an HF folder's safetensors files, read one at a time with plain reads (not memory-mapped: mapped
+    pages would stay resident and count against the process), in their stored dtype."""
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        files = sorted(self.folder.glob("*.safetensors"))
+        if not files: raise FileNotFoundError(f"no *.safetensors in {folder}")
+        self.where = {}
+        for f in files:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+            for k, v in header.items():
+                if k != "__metadata__": self.where[k] = (f, 8 + n, v)
+    def __contains__(self, name): return name in self.where
+    def keys(self): return self.where.keys()
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.where: raise KeyError(f"{self.folder}: no tensor {name!r} in its safetensors files")
+        f, base, v = self.where[name]
+        if v["dtype"] not in _ST_TORCH: raise ValueError(f"{f}: {name} has dtype {v['dtype']}, not F32/BF16/F16")
+        start, end = v["data_offsets"]
+        buf = bytearray(end - start)
+        with open(f, "rb") as fh:
+            fh.seek(base + start); fh.readinto(buf)
+        return torch.frombuffer(buf, dtype=_ST_TORCH[v["dtype"]]).reshape(v["shape"])
+    def dtype(self) -> torch.dtype:
+        return _ST_TORCH[self.where["model.norm.weight"][2]["dtype"]]
+
+def _megatron_producers(src: SafetensorsSource, shape: ModelShape) -> dict:
+    "Megatron (local-spec) parameter name -> a function reading and packing its HF tensors (one layer at a time)."
+    p = {"embedding.word_embeddings.weight": lambda: src.get("model.embed_tokens.weight"),
+         "decoder.final_layernorm.weight": lambda: src.get("model.norm.weight")}
+    if not shape.tie_embeddings: p["output_layer.weight"] = lambda: src.get("lm_head.weight")
+    for i in range(shape.n_layers):
+        hf, mc = _HF_LAYER.format(i=i), _MC_LAYER.format(i=i)
+        for a, b in _RENAMES: p[mc + b] = (lambda n: lambda: src.get(n))(hf + a)
+        p[mc + "self_attention.linear_qkv.weight"] = (lambda h: lambda: _qkv_pack(
+            src.get(h + "self_attn.q_proj.weight"), src.get(h + "self_attn.k_proj.weight"),
+            src.get(h + "self_attn.v_proj.weight"), shape))(hf)
+        # SwiGLU's fc1 is two chunks in Megatron's checkpoint (gate rows, then up rows): no concatenation needed
+        p[mc + "mlp.linear_fc1.weight"] = (lambda h: (lambda: src.get(h + "mlp.gate_proj.weight"),
+                                                      lambda: src.get(h + "mlp.up_proj.weight")))(hf)
+    return p
+
+
+# %% ../nbs/00_convert.ipynb
+def hf_names(shape: ModelShape) -> set:
+    "The tensor names of an HF LlamaForCausalLM of `shape` (a tied model stores no lm_head.weight)."
+    names = {"model.embed_tokens.weight", "model.norm.weight"} | (set() if shape.tie_embeddings else {"lm_head.weight"})
+    for i in range(shape.n_layers):
+        p = _HF_LAYER.format(i=i)
+        names |= {p + n for n, _ in _RENAMES} | {p + f"self_attn.{x}_proj.weight" for x in "qkv"} \
+                 | {p + f"mlp.{x}_proj.weight" for x in ("gate", "up")}
+    return names
+
+def _meta_sharded_items(shape: ModelShape, dtype: torch.dtype):
+    """The checkpoint layout Megatron itself expects: a GPTModel of `shape` built on the meta device (no memory),
+    its sharded state dict flattened to (local name, ShardedTensor | ShardedObject), factories applied."""
+    import dataclasses as dc
+    from megatron.core.dist_checkpointing.mapping import ShardedTensorFactory
+    config = dc.replace(transformer_config(shape), perform_initialization=False, params_dtype=dtype)
+    with torch.device("meta"): model = build_gpt_model(shape, config)
+    for name, sh in model.sharded_state_dict().items():
+        if isinstance(sh, ShardedTensorFactory):
+            built = sh.build()
+            for part in (built if isinstance(built, (list, tuple)) else [built]): yield name, part
+        else:
+            yield name, sh
+
+def stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape: ModelShape | None = None, common: dict | None = None) -> Path:
+    """HF Llama folder -> Megatron torch_dist checkpoint, tensor by tensor: each layer's tensors are read from the
+    safetensors files (memory-mapped, in their stored dtype), packed and written before the next is read, so the
+    peak is about one packed tensor and its inputs, never the model. Single process; the checkpoint reshards to any
+    TP/PP layout when a training job loads it (as `init_checkpoint`)."""
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.checkpoint import save as dcp_save
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex, TensorProperties
+    from torch.distributed.checkpoint.planner import SavePlan, TensorWriteData, WriteItem, WriteItemType
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+    init_megatron()
+    shape = shape or shape_from_hf(hf_dir)
+    src = SafetensorsSource(hf_dir)
+    names = set(src.keys()) - ({"lm_head.weight"} if shape.tie_embeddings else set())
+    _check_keys(dict.fromkeys(names), hf_names(shape), f"HF ({hf_dir})")     # every name checked before any write
+    dtype = src.dtype()
+    producers = _megatron_producers(src, shape)
+    items, make = [], {}
+    for name, sh in _meta_sharded_items(shape, dtype):
+        if isinstance(sh, ShardedObject):
+            idx = MetadataIndex(sh.unique_key)
+            items.append(WriteItem(index=idx, type=WriteItemType.BYTE_IO))
+            make[idx] = (lambda obj: lambda: _bytes(obj))(sh.data)
+            continue
+        offsets = torch.Size(sh.global_offset)
+        sizes = torch.Size((1,) * sh.prepend_axis_num + tuple(sh.local_shape))
+        idx = MetadataIndex(sh.key, offsets)
+        items.append(WriteItem(index=idx, type=WriteItemType.SHARD, tensor_data=TensorWriteData(
+            chunk=ChunkStorageMetadata(offsets=offsets, sizes=sizes), properties=TensorProperties(dtype=dtype),
+            size=torch.Size(sh.global_shape))))
+        fn = producers[name]
+        if isinstance(fn, tuple):                    # fc1: gate chunk at row 0, up chunk after it
+            fn = fn[0] if offsets[sh.prepend_axis_num] == 0 else fn[1]
+        make[idx] = (lambda f, s: lambda: f().to(dtype).reshape(s).contiguous())(fn, sizes)
+
+    class Planner(DefaultSavePlanner):     # the plan is the list above; each tensor is made when it is written
+        def set_up_planner(self, state_dict, storage_meta=None, is_coordinator=True):
+            self.state_dict, self.is_coordinator, self.mappings = {}, is_coordinator, {}
+            self.flatten_state_dict = False
+        def create_local_plan(self):
+            self.plan = SavePlan(items); return self.plan
+        def resolve_data(self, write_item): return make[write_item.index]()
+
+    ckpt_dir = Path(ckpt_dir); ckpt_dir.mkdir(parents=True, exist_ok=True)
+    dcp_save({}, storage_writer=FileSystemWriter(str(ckpt_dir), thread_count=1, single_file_per_rank=True),
+             planner=Planner(), no_dist=True)
+    strip_storage_meta(ckpt_dir)
+    torch.save({"iteration": 0, "shape": dataclasses.asdict(shape), **(common or {})}, ckpt_dir / "common.pt")
+    (ckpt_dir / "metadata.json").write_text(json.dumps(
+        {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch", "common_backend_version": 1}))
+    return ckpt_dir
+
+def strip_storage_meta(ckpt_dir):
+    """PyTorch's checkpoint index records the folder's absolute path and random save ids (`storage_meta`): drop them,
+    so that the same run writes the same bytes anywhere (the reader supplies an empty record)."""
+    import pickle
+    p = Path(ckpt_dir) / ".metadata"
+    md = pickle.loads(p.read_bytes())
+    if getattr(md, "storage_meta", None) is not None:
+        md.storage_meta = None
+        p.write_bytes(pickle.dumps(md))
+
+def _bytes(obj) -> io.BytesIO:
+    "A ShardedObject as Megatron's torch_dist strategy stores it: the pickled list of its data."
+    b = io.BytesIO(); torch.save([obj], b); b.seek(0); return b
+
+
+# %% ../nbs/00_convert.ipynb
+class _CheckpointReader:
+    "The model tensors of a torch_dist checkpoint, assembled chunk by chunk (any TP/PP layout it was saved in)."
+    def __init__(self, ckpt_dir):
+        from torch.distributed.checkpoint import FileSystemReader
+        self.dir = Path(ckpt_dir)
+        if not (self.dir / ".metadata").exists(): raise FileNotFoundError(f"{ckpt_dir}: no .metadata (not a torch_dist checkpoint)")
+        self.md = FileSystemReader(str(self.dir)).read_metadata()
+    def dtype(self, key) -> torch.dtype: return self.md.state_dict_metadata[key].properties.dtype
+    def _chunk(self, key, offsets) -> torch.Tensor:
+        from torch.distributed.checkpoint.metadata import MetadataIndex
+        info = self.md.storage_data[MetadataIndex(key, torch.Size(offsets))]
+        with open(self.dir / info.relative_path, "rb") as f:
+            f.seek(info.offset); data = io.BytesIO(f.read(info.length))
+        return torch.load(data, weights_only=True)
+    def get(self, key: str, layer: int | None = None) -> torch.Tensor:
+        "The whole tensor `key` (of decoder layer `layer`, for the layer-stacked keys)."
+        if key not in self.md.state_dict_metadata: raise KeyError(f"{self.dir}: the checkpoint has no tensor {key!r}")
+        tm = self.md.state_dict_metadata[key]
+        lead = 0 if layer is None else 1
+        size = tm.size[lead:]
+        chunks = [c for c in tm.chunks if layer is None or c.offsets[0] == layer]
+        if len(chunks) == 1 and tuple(chunks[0].sizes[lead:]) == tuple(size):      # saved whole: no second copy
+            return self._chunk(key, chunks[0].offsets).reshape(size)
+        out = torch.empty(size, dtype=tm.properties.dtype)
+        for c in chunks:
+            t = self._chunk(key, c.offsets).reshape(c.sizes[lead:])
+            out[tuple(slice(o, o + n) for o, n in zip(c.offsets[lead:], c.sizes[lead:]))] = t
+        return out
+
+def _hf_producers(ck: _CheckpointReader, shape: ModelShape):
+    "HF tensor name -> (names it produces together, function); each Megatron tensor is read once."
+    L = "decoder.layers."
+    te = {"input_layernorm.weight": "self_attention.linear_qkv.layer_norm_weight",   # the saved (TE) names
+          "pre_mlp_layernorm.weight": "mlp.linear_fc1.layer_norm_weight"}
+    out = {"model.embed_tokens.weight": (["model.embed_tokens.weight"], lambda: [ck.get("embedding.word_embeddings.weight")])}
+    for i in range(shape.n_layers):
+        hf = _HF_LAYER.format(i=i)
+        for a, b in _RENAMES:
+            out[hf + a] = ([hf + a], (lambda k, i: lambda: [ck.get(k, i)])(L + te.get(b, b), i))
+        qkv = [hf + f"self_attn.{x}_proj.weight" for x in "qkv"]
+        out[qkv[0]] = (qkv, (lambda i: lambda: list(_qkv_unpack(ck.get(L + "self_attention.linear_qkv.weight", i), shape)))(i))
+        gu = [hf + "mlp.gate_proj.weight", hf + "mlp.up_proj.weight"]
+        out[gu[0]] = (gu, (lambda i: lambda: list(ck.get(L + "mlp.linear_fc1.weight", i).chunk(2, dim=0)))(i))
+    out["model.norm.weight"] = (["model.norm.weight"], lambda: [ck.get("decoder.final_layernorm.weight")])
+    if not shape.tie_embeddings: out["lm_head.weight"] = (["lm_head.weight"], lambda: [ck.get("output_layer.weight")])
+    return out
+
+def _hf_shapes(shape: ModelShape) -> dict:
+    h, f, d = shape.hidden, shape.ffn_hidden, shape.head_dim
+    s = {"model.embed_tokens.weight": (shape.vocab_size, h), "model.norm.weight": (h,)}
+    if not shape.tie_embeddings: s["lm_head.weight"] = (shape.vocab_size, h)
+    for i in range(shape.n_layers):
+        p = _HF_LAYER.format(i=i)
+        s.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                  p + "self_attn.q_proj.weight": (shape.n_heads * d, h), p + "self_attn.k_proj.weight": (shape.n_kv_heads * d, h),
+                  p + "self_attn.v_proj.weight": (shape.n_kv_heads * d, h), p + "self_attn.o_proj.weight": (h, shape.n_heads * d),
+                  p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h), p + "mlp.down_proj.weight": (h, f)})
+    return s
+
+def stream_checkpoint_to_hf(ckpt_dir, hf_dir, shape: ModelShape, tokenizer=None, dtype: torch.dtype | None = None,
+                            shard_bytes: int = 5 * 2**30) -> Path:
+    """Megatron torch_dist checkpoint -> HF LlamaForCausalLM folder, tensor by tensor, in the checkpoint's dtype
+    (or `dtype`): each safetensors shard's header is written first (names, shapes, offsets are known from the
+    shape), then each tensor's bytes as it is assembled from the checkpoint's chunks; no model is built."""
+    ck = _CheckpointReader(ckpt_dir)
+    dtype = dtype or ck.dtype("decoder.final_layernorm.weight")
+    shapes, prod = _hf_shapes(shape), _hf_producers(ck, shape)
+    order = [n for first in prod for n in prod[first][0]]
+    nbytes = {n: math.prod(shapes[n]) * torch.tensor([], dtype=dtype).element_size() for n in order}
+    shards, cur, size = [], [], 0
+    for n in order:                                   # shards of at most shard_bytes (a tensor is never split)
+        if cur and size + nbytes[n] > shard_bytes: shards.append(cur); cur, size = [], 0
+        cur.append(n); size += nbytes[n]
+    shards.append(cur)
+    hf_dir = Path(hf_dir); hf_dir.mkdir(parents=True, exist_ok=True)
+    files = [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))] if len(shards) > 1 else ["model.safetensors"]
+    pending, weight_map = {}, {}
+    for names, fname in zip(shards, files):
+        header, off = {"__metadata__": {"format": "pt"}}, 0
+        for n in names:
+            header[n] = {"dtype": _ST_DTYPES[dtype], "shape": list(shapes[n]), "data_offsets": [off, off + nbytes[n]]}
+            off += nbytes[n]; weight_map[n] = fname
+        head = json.dumps(header, separators=(",", ":")).encode()
+        head += b" " * (-len(head) % 8)
+        with open(hf_dir / fname, "wb") as f:
+            f.write(len(head).to_bytes(8, "little")); f.write(head)
+            for n in names:
+                if n not in pending:
+                    group, fn = prod[n]
+                    pending.update(zip(group, fn()))
+                t = pending.pop(n).to(dtype).contiguous()
+                if tuple(t.shape) != tuple(shapes[n]): raise ValueError(f"{ckpt_dir}: {n} has shape {tuple(t.shape)}, the shape says {shapes[n]}")
+                f.write(memoryview(t.view(torch.uint8).numpy()))   # no copy
+                del t
+    if len(shards) > 1:
+        (hf_dir / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {"total_size": sum(nbytes.values())}, "weight_map": weight_map}, indent=1))
+    cfg = hf_config(shape, tokenizer)
+    cfg.dtype = dtype
+    cfg.save_pretrained(str(hf_dir))
+    if tokenizer is not None: tokenizer.save_pretrained(str(hf_dir))
+    return hf_dir
+

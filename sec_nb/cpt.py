@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 # %% auto 0
-__all__ = ['H100_BF16_FLOPS', 'H100_MEM_GB', 'heldout_perplexity', 'plan', 'mfu_for_days']
+__all__ = ['H100_BF16_FLOPS', 'H100_MEM_GB', 'OVERHEAD_GB', 'MFU_SOURCES', 'heldout_perplexity', 'megatron_flops_per_sample',
+           'activation_bytes', 'plan', 'preset_plan', 'mfu_for_days']
 
 # %% ../nbs/04_cpt.ipynb
 def heldout_perplexity(model_dir, texts, seq_len: int, max_tokens: int = 0, batch: int = 8) -> dict:
@@ -39,27 +40,93 @@ def heldout_perplexity(model_dir, texts, seq_len: int, max_tokens: int = 0, batc
     return {"perplexity": math.exp(total / n), "loss": total / n, "tokens": n}
 
 # %% ../nbs/04_cpt.ipynb
-H100_BF16_FLOPS = 989e12   # dense bf16 peak, SXM
+H100_BF16_FLOPS = 989e12   # dense bf16 peak, H100 SXM (NVIDIA's datasheet); FP8 doubles it
 H100_MEM_GB = 80
+OVERHEAD_GB = 4.0          # CUDA context, NCCL buffers, allocator fragmentation: an assumption, not a measurement
+# what utilisation to expect, and where the figure comes from
+MFU_SOURCES = {
+    "megatron_bf16": {"mfu": (0.41, 0.48), "source": "Megatron-LM README (NVIDIA/Megatron-LM): GPT weak scaling on H100, "
+                      "41% MFU for the smallest model up to 47-48% for the largest"},
+    "nemo_fp8": {"tokens_per_s_per_gpu": 1524, "source": "NeMo performance summary, Llama-3-70B pretraining in FP8 on "
+                 "H100 with TP4 PP4 CP2 VP5 (figure as cited in issue 14; not re-checked or measured here)"},
+}
 
-def plan(shape, cluster, tokens: float, mfu: float = 0.40, micro_batch: int = 1) -> dict:
-    "Memory per GPU (GB) and training time (days) of a run of `tokens` tokens with `cluster`'s layout."
+def megatron_flops_per_sample(shape, seq_len: int | None = None) -> float:
+    """Model FLOPs of one sequence, forward and backward, as Megatron-LM's `num_floating_point_operations`
+    (megatron/training/training.py) counts them, ported for the dense GQA + SwiGLU decoder built here (no MoE,
+    no MTP, no output gate; every sequence full length). Megatron counts its *padded* vocabulary; our GPTModel is
+    built with the unpadded one, so that is what is counted. Recomputation is not counted (model FLOPs)."""
+    s = seq_len or shape.seq_len
+    h, L, V, f = shape.hidden, shape.n_layers, shape.vocab_size, shape.ffn_hidden
+    q, kv = shape.head_dim * shape.n_heads, shape.head_dim * shape.n_kv_heads
+    k = 3 * 2                                     # forward + 2 backward GEMMs, 2 FLOPs per multiply-add
+    attn_linear = k * (h * (q + 2 * kv) + q * h)  # QKV and output projections
+    attn_core = k * q / 2 * 2                     # QK^T and (QK^T)V, half of them under the causal mask
+    mlp = k * h * f * 3                           # SwiGLU: h -> 2f and f -> h
+    logits = k * h * V
+    return s * (L * (mlp + attn_linear) + logits) + s * s * L * attn_core
+
+def _layer_params(shape) -> int:
+    h, kv = shape.hidden, shape.n_kv_heads * shape.head_dim
+    return 2 * h * h + 2 * h * kv + 3 * h * shape.ffn_hidden + 2 * h
+
+def activation_bytes(shape, tp: int, sp: bool, recompute: str, flash: bool) -> float:
+    """Bytes kept for the backward pass per token and layer, bf16 (after Korthikanti et al. 2022, for Llama's block:
+    norm inputs 4h, QKV input 2h, Q/K/V 2(h + 2kv), attention output 2h, MLP input 2h, gate/up 4f, SwiGLU output 2f;
+    no dropout). Flash attention (TE) keeps no s x s scores; the local spec keeps 5 a s bytes more (scores, softmax).
+    Sequence parallelism shards the norm/residual part over TP too. Full recompute keeps only the layer input."""
+    h, f, kv, a = shape.hidden, shape.ffn_hidden, shape.n_kv_heads * shape.head_dim, shape.n_heads
+    if recompute == "full": return 2 * h / (tp if sp else 1)
+    replicated, sharded = 8 * h, 2 * (h + 2 * kv) + 2 * h + 6 * f
+    sharded += 0 if flash else 5 * a * shape.seq_len    # 5as per token: Korthikanti's 5as^2b per layer
+    return (replicated + sharded) / tp if sp else replicated + sharded / tp
+
+def plan(shape, cluster, tokens: float, micro_batch: int = 1, mfu: float = 0.40, recompute: str | None = None,
+         flash: bool = True) -> dict:
+    """Memory per GPU (GB) on the first and last pipeline stage, and days for `tokens`, for the layout `cluster` asks
+    for: TP x PP (virtual VP) x CP, data parallel the rest, bf16 weights, fp32 gradients, Adam sharded over DP x CP
+    (the distributed optimizer), embedding on the first stage, output layer and logits on the last."""
     gpus = cluster.nodes * cluster.gpus_per_node
-    t, p = cluster.tensor_parallel, cluster.pipeline_parallel
-    d = gpus // (t * p)
-    N, L, h, s, b = shape.n_params(), shape.n_layers, shape.hidden, shape.seq_len, micro_batch
+    t, p, c, v = cluster.tensor_parallel, cluster.pipeline_parallel, cluster.context_parallel, cluster.virtual_pipeline
+    if gpus % (t * p * c): raise ValueError(f"{gpus} GPUs do not split into TP {t} x PP {p} x CP {c}")
+    d = gpus // (t * p * c)
+    rc = cluster.recompute if recompute is None else recompute
+    L, h, V, b = shape.n_layers, shape.hidden, shape.vocab_size, micro_batch
     GB = 1e9
-    mem = {"weights_bf16": 2 * N / (t * p) / GB, "grads_fp32": 4 * N / (t * p) / GB,
-           "optimizer_fp32": 12 * N / (t * p * d) / GB,
-           "activations_no_recompute": 34 * s * b * h * L / t / GB,
-           "activations_full_recompute": 2 * s * b * h * L / t / GB}
-    static = mem["weights_bf16"] + mem["grads_fp32"] + mem["optimizer_fp32"]
-    flops_tok = 6 * N + 12 * L * h * s
-    seconds = tokens * flops_tok / (gpus * H100_BF16_FLOPS * mfu)
-    return {"gpus": gpus, "tp": t, "pp": p, "dp": d, "params": N, "memory_gb": mem,
-            "total_gb_no_recompute": static + mem["activations_no_recompute"],
-            "total_gb_full_recompute": static + mem["activations_full_recompute"],
-            "flops_per_token": flops_tok, "mfu": mfu, "days": seconds / 86400}
+    stage_layers = L // p
+    emb = V * h / t
+    layers = stage_layers * _layer_params(shape) / t
+    out_layer = 0 if shape.tie_embeddings and p == 1 else emb      # a tied head on another stage keeps a copy
+    params = {"first": layers + emb, "last": layers + out_layer} if p > 1 else {"only": layers + emb + out_layer}
+    tok = b * shape.seq_len / c                                     # tokens of one micro-batch on one rank
+    per_layer = tok * activation_bytes(shape, t, cluster.sequence_parallel, rc, flash)
+    # 1F1B: the first stage holds p micro-batches of its L/p layers (L layers' worth); interleaving adds (p-1)/(p v)
+    in_flight = L * (1 + (p - 1) / (p * v)) if p > 1 else L
+    stages = {}
+    for where, n in params.items():
+        m = {"weights_bf16": 2 * n / GB, "grads_fp32": 4 * n / GB, "optimizer_fp32": 12 * n / (d * c) / GB,
+             "activations": per_layer * (stage_layers if where == "last" else in_flight) / GB,
+             "logits": (tok * V / t * 6 / GB) if where != "first" else 0.0,  # bf16 logits + fp32 softmax of the loss
+             "overhead": OVERHEAD_GB}
+        stages[where] = {**{k: round(x, 2) for k, x in m.items()}, "total": round(sum(m.values()), 2)}
+    flops_tok = megatron_flops_per_sample(shape) / shape.seq_len
+    hw = 4 / 3 if rc == "full" else 1.0             # full recompute runs every forward twice: 4/3 of the model FLOPs
+    seconds = tokens * flops_tok * hw / (gpus * H100_BF16_FLOPS * mfu)
+    nemo = MFU_SOURCES["nemo_fp8"]["tokens_per_s_per_gpu"]
+    return {"gpus": gpus, "tp": t, "pp": p, "vp": v, "cp": c, "dp": d, "sequence_parallel": cluster.sequence_parallel,
+            "recompute": rc or "none", "attention": "flash (TE)" if flash else "unfused (local spec)",
+            "params": shape.n_params(), "params_per_gpu_max": round(max(params.values())),
+            "memory_gb": stages, "fits_80gb": max(s["total"] for s in stages.values()) <= H100_MEM_GB,
+            "flops_per_token": flops_tok, "mfu": mfu, "mfu_source": MFU_SOURCES["megatron_bf16"]["source"],
+            "days": seconds / 86400,
+            "days_at_nemo_fp8_rate": tokens / (gpus * nemo) / 86400, "nemo_fp8_source": MFU_SOURCES["nemo_fp8"]["source"]}
+
+def preset_plan(p) -> dict:
+    "`sec-nb plan --preset P`: the plan of preset `p`'s CPT on its cluster, with the layer spec it would build on GPU."
+    if not p.cluster.gpus_per_node: raise SystemExit(f"preset {p.name!r} runs on a CPU: no GPU plan")
+    flash = p.cluster.layer_spec != "local"         # the TE spec on CUDA where transformer_engine is importable
+    return {"preset": p.name, "tokens": p.cpt.tokens(p.model.seq_len),
+            **plan(p.model, p.cluster, p.cpt.tokens(p.model.seq_len), micro_batch=p.cpt.micro_batch, flash=flash)}
 
 def mfu_for_days(shape, cluster, tokens: float, days: float) -> float:
     "The MFU at which `tokens` tokens take `days` days."

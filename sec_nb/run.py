@@ -27,7 +27,7 @@ __all__ = ['DIGEST_EXCLUDED', 'DIGEST_TIMING_FIELDS', 'TRACKED', 'COMMANDS', 'St
            'package_hash', 'fingerprint', 'is_current', 'stale_stages', 'digest_excluded', 'file_digest', 'tree_digest',
            'output_digest', 'digest_differences', 'thread_settings', 'library_versions', 'StageFailed', 'run_stage',
            'run_pipeline', 'write_html_report', 'parse_params', 'Command', 'command', 'main', 'run_command',
-           'seeds_command', 'data_command', 'presets_command']
+           'seeds_command', 'data_command', 'convert_command', 'plan_command', 'presets_command']
 
 # %% ../nbs/00_run.ipynb
 @dataclass(frozen=True)
@@ -417,6 +417,31 @@ def data_command(a) -> int:
         for p in datasets.write_manifests(datasets.mirror_dir(a.mirror), a.names or None): print(p)
     else:
         for n in datasets.dataset_names(): print(n)
+    return 0
+
+# %% ../nbs/00_run.ipynb
+def _convert_arguments(p):
+    p.add_argument("direction", choices=["hf-to-megatron", "megatron-to-hf"])
+    p.add_argument("src"); p.add_argument("dst")
+    p.add_argument("--tokenizer", help="megatron-to-hf: a tokenizer folder to save beside the weights")
+
+@command("convert", "HF Llama folder <-> Megatron dist checkpoint (shape from the source)", _convert_arguments)
+def convert_command(a) -> int:
+    from sec_nb.trainer import convert_checkpoint
+    try: print(convert_checkpoint(a.direction, a.src, a.dst, a.tokenizer))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"sec-nb: {e}", file=sys.stderr); return 1
+    return 0
+
+# %% ../nbs/00_run.ipynb
+def _plan_arguments(p):
+    p.add_argument("--preset", default="llama3-70b")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+
+@command("plan", "a preset's parallel layout, memory per GPU, FLOPs and days, as JSON", _plan_arguments)
+def plan_command(a) -> int:
+    from sec_nb.cpt import preset_plan
+    print(json.dumps(preset_plan(load_preset(a.preset, parse_params(a.param))), indent=1))
     return 0
 
 # %% ../nbs/00_run.ipynb

@@ -14,7 +14,7 @@ import numpy as np
 
 # %% auto 0
 __all__ = ['SPECIALS', 'CHAT_TEMPLATE', 'read_records', 'read_texts', 'take_chars', 'read_instruct', 'train_tokenizer',
-           'encode_texts', 'encode_instruct', 'unigram_entropy', 'write_corpus', 'write_instruct']
+           'end_of_text_id', 'encode_texts', 'encode_instruct', 'unigram_entropy', 'write_corpus', 'write_instruct']
 
 # %% ../nbs/02_tokens.ipynb
 def _lines(path: Path):
@@ -78,9 +78,14 @@ def train_tokenizer(texts, vocab_size: int, out: str | Path | None = None):
     return fast
 
 # %% ../nbs/02_tokens.ipynb
+def end_of_text_id(tok) -> int:
+    "The document separator `<|end_of_text|>`: Meta's Instruct tokenizers set eos to `<|eot_id|>` (end of a chat turn)."
+    i = tok.convert_tokens_to_ids("<|end_of_text|>")
+    return tok.eos_token_id if i is None or i == tok.unk_token_id else i
+
 def encode_texts(tok, texts, batch: int = 256):
     "Token ids of each text, each followed by the end-of-text id."
-    eod, buf = tok.eos_token_id, []
+    eod, buf = end_of_text_id(tok), []
     def flush():
         for enc in tok.backend_tokenizer.encode_batch(buf, add_special_tokens=False): yield enc.ids + [eod]
         buf.clear()
@@ -94,7 +99,7 @@ def encode_instruct(tok, prompt: str, response: str) -> tuple[list[int], list[in
     p = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True)
     p = list(p["input_ids"] if isinstance(p, dict) or hasattr(p, "keys") else p)
     r = tok(response.strip() + "<|eot_id|>", add_special_tokens=False)["input_ids"]
-    return p + r + [tok.eos_token_id], [0] * len(p) + [1] * len(r) + [0]
+    return p + r + [end_of_text_id(tok)], [0] * len(p) + [1] * len(r) + [0]
 
 # %% ../nbs/02_tokens.ipynb
 def unigram_entropy(counts: Counter) -> float:

@@ -1,6 +1,7 @@
 "HF Llama <-> Megatron-Core GPTModel conversion: equal logits in fp32, exact round trip, clear errors."
 import dataclasses
 import pytest
+import numpy as np
 import torch
 
 from sec_nb.config import ModelShape
@@ -84,3 +85,126 @@ def test_bad_input_is_named():
         hf_to_megatron_state(sd, dataclasses.replace(SHAPE, n_layers=2))
     with pytest.raises(FileNotFoundError):
         load_hf_state("/nonexistent/folder")
+
+
+# SmolLM2 / Llama-3.2 style: tied output layer, 9 query heads on 3 kv heads, rotary base 1e5
+TIED = ModelShape(n_layers=2, hidden=72, ffn_hidden=96, n_heads=9, n_kv_heads=3, vocab_size=300, seq_len=32,
+                  rope_theta=100_000.0, norm_eps=1e-5, tie_embeddings=True)
+
+
+def test_tied_gqa_both_directions(tmp_path, megatron):
+    from transformers import LlamaForCausalLM
+    hf = random_hf(TIED, seed=5)
+    assert hf.config.tie_word_embeddings and hf.lm_head.weight is hf.model.embed_tokens.weight
+    hf.save_pretrained(tmp_path / "hf")
+    assert shape_from_hf(tmp_path / "hf") == TIED                        # tying and rope theta read from config
+    assert "lm_head.weight" not in load_hf_state(tmp_path / "hf")         # the file stores the embedding once
+    mc = megatron_from_hf(tmp_path / "hf").eval()
+    assert "output_layer.weight" not in mc.state_dict()
+    ids = torch.randint(0, TIED.vocab_size, (2, TIED.seq_len), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(): ref = hf(ids).logits
+    diff = (ref - megatron_logits(mc, ids)).abs().max().item()
+    assert diff <= 1e-4 and ref.abs().max() > 0.1, diff
+    # and back: the exported folder loads in transformers, tied, with the same logits and tensors
+    save_hf_model(mc.state_dict(), TIED, tmp_path / "out")
+    back = LlamaForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
+    assert back.config.tie_word_embeddings and back.lm_head.weight.data_ptr() == back.model.embed_tokens.weight.data_ptr()
+    with torch.no_grad(): assert (back(ids).logits - ref).abs().max().item() <= 1e-4
+    a, b = load_hf_state(tmp_path / "hf"), load_hf_state(tmp_path / "out")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tied_head_must_be_the_embedding(tmp_path):
+    "An untied checkpoint read with a tied shape, or a tied one with an untied shape, is named, not re-tied."
+    with pytest.raises(ValueError, match="differs"):
+        hf_to_megatron_state(random_hf(SHAPE).state_dict(), dataclasses.replace(SHAPE, tie_embeddings=True))
+    random_hf(TIED).save_pretrained(tmp_path / "tied")
+    with pytest.raises(ValueError, match="missing.*lm_head"):
+        hf_to_megatron_state(load_hf_state(tmp_path / "tied"), dataclasses.replace(TIED, tie_embeddings=False))
+
+
+def test_cli_round_trip(tmp_path):
+    "`sec-nb convert hf-to-megatron` then `megatron-to-hf`: the same tensors; the checkpoint records its shape."
+    import subprocess
+    from conftest import SEC_NB
+    random_hf(TIED, seed=6).save_pretrained(tmp_path / "hf")
+    run = lambda *a: subprocess.run([SEC_NB, "convert", *map(str, a)], capture_output=True, text=True)
+    r = run("hf-to-megatron", tmp_path / "hf", tmp_path / "ckpt")
+    assert r.returncode == 0, r.stderr
+    r = run("megatron-to-hf", tmp_path / "ckpt", tmp_path / "back")
+    assert r.returncode == 0, r.stderr
+    a, b = load_hf_state(tmp_path / "hf"), load_hf_state(tmp_path / "back")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert shape_from_hf(tmp_path / "back") == TIED
+    bad = run("hf-to-megatron", tmp_path / "ckpt", tmp_path / "x")            # a checkpoint is not an HF folder
+    assert bad.returncode == 1 and "no config.json" in bad.stderr
+
+
+@pytest.mark.parametrize("shape", [SHAPE, TIED], ids=["untied", "tied"])
+def test_streaming_both_ways(tmp_path, megatron, shape):
+    "Streamed HF -> torch_dist -> HF: Megatron's own loader reads it with the HF logits; the way back is exact."
+    from transformers import LlamaForCausalLM
+    from sec_nb.convert import stream_checkpoint_to_hf, stream_hf_to_checkpoint
+    from sec_nb.trainer import build_model, load_checkpoint, transformer_config
+    hf = random_hf(shape, seed=7)
+    hf.save_pretrained(tmp_path / "hf")
+    stream_hf_to_checkpoint(tmp_path / "hf", tmp_path / "ck")
+    assert str(tmp_path).encode() not in (tmp_path / "ck" / ".metadata").read_bytes()      # reruns: same bytes
+    mc = build_model(shape, transformer_config(shape))
+    load_checkpoint(tmp_path / "ck", mc)
+    ids = torch.randint(0, shape.vocab_size, (2, shape.seq_len), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(): ref = hf(ids).logits
+    assert (megatron_logits(mc.eval(), ids) - ref).abs().max().item() <= 1e-4
+    stream_checkpoint_to_hf(tmp_path / "ck", tmp_path / "back", shape)
+    a, b = load_hf_state(tmp_path / "hf"), load_hf_state(tmp_path / "back")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        assert torch.equal(LlamaForCausalLM.from_pretrained(tmp_path / "back").eval()(ids).logits, ref)
+    # bf16 in, bf16 checkpoint, bf16 out, bit for bit (the source dtype is kept, never widened)
+    hf.to(torch.bfloat16).save_pretrained(tmp_path / "hf16")
+    stream_hf_to_checkpoint(tmp_path / "hf16", tmp_path / "ck16")
+    stream_checkpoint_to_hf(tmp_path / "ck16", tmp_path / "back16", shape, shard_bytes=20_000)   # several shards
+    a, b = load_hf_state(tmp_path / "hf16"), load_hf_state(tmp_path / "back16")
+    assert len(list((tmp_path / "back16").glob("*.safetensors"))) > 1 and (tmp_path / "back16" / "model.safetensors.index.json").exists()
+    assert all(b[k].dtype == torch.bfloat16 and torch.equal(a[k], b[k]) for k in a)
+
+
+PEAK_SCRIPT = r"""
+import json, resource, sys, torch
+from sec_nb.config import ModelShape
+from sec_nb.convert import init_megatron, stream_checkpoint_to_hf, stream_hf_to_checkpoint
+shape, what, src, dst = ModelShape(**json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+init_megatron()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+if what == "to_megatron": stream_hf_to_checkpoint(src, dst, shape)
+elif what == "to_hf": stream_checkpoint_to_hf(src, dst, shape)
+print(json.dumps({"base": base, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def test_streaming_peak_memory_8b_shape(tmp_path):
+    """Llama-3-8B's widths and vocabulary with 2 layers, bf16 (3 GB of weights): the conversion's peak resident
+    memory above the imports stays under twice the largest tensor (the 1.05 GB embedding) plus 0.5 GB."""
+    import json as _json, subprocess, sys
+    from safetensors.torch import save_file
+    from sec_nb.config import LLAMA3_8B
+    from sec_nb.convert import _hf_shapes, hf_config
+    shape = dataclasses.replace(LLAMA3_8B, n_layers=2)
+    hf = tmp_path / "hf"; hf.mkdir()
+    shapes = _hf_shapes(shape)
+    for name, s in shapes.items():                       # one file per tensor: never the model in this process
+        save_file({name: torch.zeros(s, dtype=torch.bfloat16)}, str(hf / f"{name}.safetensors"))
+    hf_config(shape).save_pretrained(str(hf))
+    largest = max(np.prod(s) for s in shapes.values()) * 2
+    total = sum(np.prod(s) for s in shapes.values()) * 2
+    peaks = {}
+    for what, src, dst in (("to_megatron", hf, tmp_path / "ck"), ("to_hf", tmp_path / "ck", tmp_path / "back")):
+        r = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, _json.dumps(dataclasses.asdict(shape)), what, str(src), str(dst)],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        m = _json.loads(r.stdout.strip().splitlines()[-1])
+        peaks[what] = m["peak"] - m["base"]
+    print(f"largest tensor {largest/1e9:.2f} GB, weights {total/1e9:.2f} GB, peak above imports: "
+          + ", ".join(f"{k} {v/1e9:.2f} GB" for k, v in peaks.items()))
+    for v in peaks.values(): assert v <= 2 * largest + 0.5e9, (peaks, largest)
+    assert load_hf_state(tmp_path / "back").keys() == set(shapes)

@@ -90,13 +90,14 @@ def test_slurm_two_task_job(data, tmp_path, slurm_cluster):
     from sec_nb.config import ClusterSpec
     from sec_nb.trainer import launch
     from sec_nb.trainer import job_dict
-    cluster = ClusterSpec(launcher="slurm", nodes=1, procs_per_node=2, time_limit="00:05:00")
+    cluster = ClusterSpec(launcher="slurm", nodes=1, procs_per_node=2, time_limit="00:20:00")
     spec = dataclasses.replace(MICRO.pretrain, steps=4, save_every=4)
     job = job_dict(spec, MICRO.model, [data / "a", data / "b"], [70, 1], tmp_path / "run", eod=0, log_every=0)
     r = launch(job, cluster)
     assert r["state"] == "COMPLETED" and r["iteration"] == 4 and r["checkpoint"].endswith("iter_0000004"), r
     script = (tmp_path / "run" / "train.sbatch").read_text()
-    assert "--ntasks-per-node=2" in script and "--nproc_per_node=2" in script and "MASTER_ADDR=" in script
+    assert "--cpus-per-task=2" in script and "--nproc_per_node=2" in script and "MASTER_ADDR=" in script
+    assert "--requeue" in script and "--signal=B:USR1@600" in script
     log = next((tmp_path / "run").glob("slurm-*.out")).read_text()
     assert '"iteration": 4' in log
     again = launch(job, cluster)          # a rerun picks up the recorded job instead of submitting another
@@ -143,3 +144,36 @@ def test_launch_resumes_only_the_job_it_recorded(data, tmp_path):
     write_indexed(tmp_path / "c", _docs(200, 1, 7), vocab_size=512)        # other tokens
     rerun = launch(job([tmp_path / "c"]), cluster)
     assert rerun["start"] == 0 and rerun["iteration"] == 3
+    assert (tmp_path / "run" / "previous" / "1" / "checkpoints" / "iter_0000003").is_dir()   # moved aside, not deleted
+
+
+def test_documents_end_in_end_of_text_with_an_instruct_eos(tmp_path):
+    "Meta's Llama-3 Instruct tokenizer has eos <|eot_id|>; CPT documents must still be separated by <|end_of_text|>."
+    from transformers import AutoTokenizer
+    from sec_nb.tokens import encode_instruct, encode_texts, end_of_text_id, train_tokenizer
+    train_tokenizer(["Net income rose."] * 20, 300, tmp_path / "tok")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    tok.eos_token = "<|eot_id|>"                                           # as Meta's Instruct tokenizer_config has it
+    eot, end = tok.convert_tokens_to_ids("<|eot_id|>"), tok.convert_tokens_to_ids("<|end_of_text|>")
+    assert tok.eos_token_id == eot != end and end_of_text_id(tok) == end
+    assert all(ids[-1] == end for ids in encode_texts(tok, ["Net income rose.", "Revenue fell."]))
+    ids, _ = encode_instruct(tok, "Q?", "A.")
+    assert ids[-2:] == [eot, end]                                           # the turn ends, then the document
+
+
+def test_thread_choice():
+    "threads=0 keeps the preset (and records nothing that varies); n threads; auto uses every core one way or another."
+    import torch
+    from sec_nb.trainer import thread_choice
+    cpu, gpu = MICRO.cluster, load_preset("small").cluster
+    assert thread_choice(0, cpu) == (cpu, {"requested": 0, "procs": 1, "threads": None})
+    n0 = torch.get_num_threads()
+    try:
+        c, r = thread_choice(1, cpu)
+        assert c == cpu and r["threads"] == 1 and torch.get_num_threads() == 1
+        c, r = thread_choice("auto", cpu)
+        assert r["procs"] * r["threads"] == r["cores"] and "load_avg_1min" in r
+        assert c.launcher == ("torchrun" if r["procs"] > 1 else "inprocess") and c.procs_per_node == r["procs"]
+        assert thread_choice("auto", gpu)[0] == gpu
+    finally:
+        torch.set_num_threads(n0); os.environ.pop("OMP_NUM_THREADS", None)
