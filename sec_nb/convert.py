@@ -481,7 +481,7 @@ def stream_checkpoint_to_hf(ckpt_dir, hf_dir, shape: ModelShape, tokenizer=None,
         (hf_dir / "model.safetensors.index.json").write_text(json.dumps(
             {"metadata": {"total_size": sum(nbytes.values())}, "weight_map": weight_map}, indent=1))
     cfg = hf_config(shape, tokenizer)
-    cfg.dtype = dtype
+    cfg.dtype, cfg.architectures = dtype, ["LlamaForCausalLM"]     # as save_pretrained writes it (mergekit reads it)
     cfg.save_pretrained(str(hf_dir))
     if tokenizer is not None: tokenizer.save_pretrained(str(hf_dir))
     return hf_dir

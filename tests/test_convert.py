@@ -156,6 +156,8 @@ def test_streaming_both_ways(tmp_path, megatron, shape):
     with torch.no_grad(): ref = hf(ids).logits
     assert (megatron_logits(mc.eval(), ids) - ref).abs().max().item() <= 1e-4
     stream_checkpoint_to_hf(tmp_path / "ck", tmp_path / "back", shape)
+    import json as _json
+    assert _json.loads((tmp_path / "back" / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]  # mergekit needs it
     a, b = load_hf_state(tmp_path / "hf"), load_hf_state(tmp_path / "back")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with torch.no_grad():
