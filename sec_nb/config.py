@@ -30,17 +30,18 @@ class ModelShape:
     seq_len: int
     rope_theta: float = 500_000.0
     norm_eps: float = 1e-5
+    tie_embeddings: bool = False   # output layer = embedding (SmolLM2, Llama-3.2); Llama-3-8B/70B are untied
 
     @property
     def head_dim(self) -> int: return self.hidden // self.n_heads
 
     def n_params(self) -> int:
-        "Parameter count (untied embeddings and output layer)."
+        "Parameter count (a tied output layer is counted once, with the embedding)."
         h, kv = self.hidden, self.n_kv_heads * self.head_dim
         attn = h * h * 2 + h * kv * 2                 # q, o and k, v projections
         mlp = 3 * h * self.ffn_hidden                 # gate, up, down
         per_layer = attn + mlp + 2 * h                # + two RMSNorm weights
-        return self.n_layers * per_layer + 2 * self.vocab_size * h + h
+        return self.n_layers * per_layer + (1 if self.tie_embeddings else 2) * self.vocab_size * h + h
 
 # %% ../nbs/00_config.ipynb
 LLAMA3_70B = ModelShape(n_layers=80, hidden=8192, ffn_hidden=28672, n_heads=64, n_kv_heads=8,
@@ -60,6 +61,8 @@ class TrainSpec:
     warmup_steps: int
     weight_decay: float = 0.1
     save_every: int = 0      # checkpoint interval in steps (0: only at the end)
+    save_minutes: float = 0  # also a checkpoint every this many minutes of wall time (0: off)
+    keep_checkpoints: int = 0  # keep the newest k checkpoints of the run (0: all)
 
     def tokens(self, seq_len: int) -> int: return self.steps * self.global_batch * seq_len
 
@@ -102,6 +105,14 @@ class ClusterSpec:
     dtype: str = "fp32"             # fp32 on CPU; bf16 on GPU
     partition: str = ""
     time_limit: str = "01:00:00"
+    context_parallel: int = 1       # sequence split over ranks (TE attention only)
+    virtual_pipeline: int = 1       # model chunks per pipeline rank (interleaved 1F1B)
+    recompute: str = ""             # "" | selective | full
+    fp8: str = ""                   # "" | hybrid (Hopper, TE)
+    layer_spec: str = "auto"        # auto: TE on CUDA where importable, else local | te | local
+    cpus_per_task: int = 0          # SLURM: CPU cores for the node's task (0: one per process)
+    requeue: bool = True            # SLURM: --requeue, and a stopped run requeues itself
+    signal_s: int = 600             # SLURM: --signal=B:USR1@signal_s, the warning to save before the time limit
 
 @dataclass(frozen=True)
 class MergeSpec:
@@ -205,13 +216,15 @@ LLAMA3_70B_PRESET = Preset(
     sft=TrainSpec(steps=0, micro_batch=1, global_batch=512, lr=0, min_lr=0, warmup_steps=0),
     # 70B SEC + 1B general tokens = 71B tokens at 512 x 8192 tokens per step
     cpt=TrainSpec(steps=71_000_000_000 // (512 * 8192), micro_batch=1, global_batch=512, lr=1e-5, min_lr=1e-6,
-                  warmup_steps=200, save_every=500),
+                  warmup_steps=200, save_every=500, save_minutes=120, keep_checkpoints=3),
     data=DataSpec(source="s3://sec-filings/raw/", output="s3://sec-filings/clean/", executor="slurm",
                   tasks=1024, workers=64),
     tokens=TokenSpec(tokenizer="meta-llama/Meta-Llama-3-70B-Instruct", vocab_size=128256,
                      sec_weight=70.0, general_weight=1.0),
-    cluster=ClusterSpec(launcher="slurm", nodes=4, gpus_per_node=8, procs_per_node=8, tensor_parallel=8,
-                        pipeline_parallel=4, sequence_parallel=True, dtype="bf16", time_limit="31-00:00:00"),
+    # NeMo's published Llama-3-70B layout for 32 GPUs: TP 4 x PP 4 (virtual 5) x CP 2, sequence parallel
+    cluster=ClusterSpec(launcher="slurm", nodes=4, gpus_per_node=8, procs_per_node=8, tensor_parallel=4,
+                        pipeline_parallel=4, virtual_pipeline=5, context_parallel=2, sequence_parallel=True,
+                        dtype="bf16", time_limit="1-00:00:00", cpus_per_task=64),
     merge=MergeSpec(lazy_unpickle=True, low_cpu_memory=True, out_shard_size="5B"),
     eval=EvalSpec(limit=0, batch_size=16, backend="vllm", max_gen_toks=256),
     paper_refs={
@@ -220,7 +233,8 @@ LLAMA3_70B_PRESET = Preset(
         "tokens.general_weight": "1B tokens of RedPajama general text (§4)",
         "cluster.nodes": "4 nodes (§4)",
         "cluster.gpus_per_node": "'32 H100 GPUs' per node as printed (§4); read as 8 per node, 32 in all",
-        "cluster.time_limit": "31 days estimated for the whole CPT (§4)",
+        "cluster.time_limit": "31 days estimated for the whole CPT (§4); run as chained, requeued 1-day jobs",
+        "cluster.tensor_parallel": "not in the paper: NeMo's llama3_70b recipe (TP4 PP4 CP2 VP5, 32 GPUs)",
         "cpt.steps": "70B + 1B tokens; the released checkpoint saw 20B tokens (§4)",
         "merge": "TIES with mergekit, Listing 1 (§5)",
         "cpt.lr": "not given in the paper; our choice",
@@ -232,8 +246,9 @@ LLAMA3_8B_PRESET = dataclasses.replace(
     LLAMA3_70B_PRESET, name="llama3-8b", model=LLAMA3_8B,
     base_model="meta-llama/Meta-Llama-3-8B", instruct_model="meta-llama/Meta-Llama-3-8B-Instruct",
     tokens=dataclasses.replace(LLAMA3_70B_PRESET.tokens, tokenizer="meta-llama/Meta-Llama-3-8B-Instruct"),
-    cluster=dataclasses.replace(LLAMA3_70B_PRESET.cluster, nodes=1, tensor_parallel=4, pipeline_parallel=1,
-                                time_limit="7-00:00:00"),
+    # NeMo's Llama-3-8B layout for 8 GPUs: TP 1 x PP 1 x CP 2, data parallel 4
+    cluster=dataclasses.replace(LLAMA3_70B_PRESET.cluster, nodes=1, tensor_parallel=1, pipeline_parallel=1,
+                                virtual_pipeline=1, context_parallel=2, sequence_parallel=False),
     paper_refs={"model": "not in the paper: the same recipe on Llama-3-8B-Instruct"},
 )
 

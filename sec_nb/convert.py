@@ -54,18 +54,25 @@ def _check_keys(sd: dict, expected: set, what: str):
         raise ValueError(f"{what} state dict does not match the shape: missing {missing[:5]}"
                          f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
 
+def _tied_head(sd: dict, head: str, emb: str, shape: ModelShape) -> dict:
+    """A tied model's output layer *is* its embedding: HF's in-memory state dict lists it (the same tensor),
+    its safetensors files and Megatron's state dict do not. Drop it, after checking it is the embedding."""
+    if not shape.tie_embeddings or head not in sd: return sd
+    if not torch.equal(sd[head], sd[emb]): raise ValueError(f"tied shape but {head} differs from {emb}")
+    return {k: v for k, v in sd.items() if k != head}
+
 def hf_to_megatron_state(hf_state_dict: dict, shape: ModelShape, te_names: bool = False) -> dict:
     "An HF LlamaForCausalLM state dict -> a Megatron-Core GPTModel state dict (local layer spec names)."
-    sd = hf_state_dict
-    expected = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+    sd = _tied_head(hf_state_dict, "lm_head.weight", "model.embed_tokens.weight", shape)
+    expected = {"model.embed_tokens.weight", "model.norm.weight"} | (set() if shape.tie_embeddings else {"lm_head.weight"})
     for i in range(shape.n_layers):
         p = _HF_LAYER.format(i=i)
         expected |= {p + n for n, _ in _RENAMES} | {p + f"self_attn.{x}_proj.weight" for x in "qkv"} \
                     | {p + f"mlp.{x}_proj.weight" for x in ("gate", "up")}
     _check_keys(sd, expected, "HF")
     out = {"embedding.word_embeddings.weight": sd["model.embed_tokens.weight"],
-           "decoder.final_layernorm.weight": sd["model.norm.weight"],
-           "output_layer.weight": sd["lm_head.weight"]}
+           "decoder.final_layernorm.weight": sd["model.norm.weight"]}
+    if not shape.tie_embeddings: out["output_layer.weight"] = sd["lm_head.weight"]
     for i in range(shape.n_layers):
         hf, mc = _HF_LAYER.format(i=i), _MC_LAYER.format(i=i)
         for a, b in _RENAMES:
@@ -78,18 +85,20 @@ def hf_to_megatron_state(hf_state_dict: dict, shape: ModelShape, te_names: bool 
 def megatron_to_hf_state(megatron_state_dict: dict, shape: ModelShape) -> dict:
     "A Megatron-Core GPTModel state dict (local or Transformer-Engine names) -> an HF LlamaForCausalLM state dict."
     sd = {k: v for k, v in megatron_state_dict.items() if not k.endswith("._extra_state")}
+    sd = _tied_head(sd, "output_layer.weight", "embedding.word_embeddings.weight", shape)
     for i in range(shape.n_layers):              # accept the TE spelling of the fused norms
         mc = _MC_LAYER.format(i=i)
         for local, te in _TE_NORMS.items():
             if mc + te in sd: sd[mc + local] = sd.pop(mc + te)
-    expected = {"embedding.word_embeddings.weight", "decoder.final_layernorm.weight", "output_layer.weight"}
+    expected = {"embedding.word_embeddings.weight", "decoder.final_layernorm.weight"} \
+               | (set() if shape.tie_embeddings else {"output_layer.weight"})
     for i in range(shape.n_layers):
         mc = _MC_LAYER.format(i=i)
         expected |= {mc + b for _, b in _RENAMES} | {mc + "self_attention.linear_qkv.weight", mc + "mlp.linear_fc1.weight"}
     _check_keys(sd, expected, "Megatron")
     out = {"model.embed_tokens.weight": sd["embedding.word_embeddings.weight"],
-           "model.norm.weight": sd["decoder.final_layernorm.weight"],
-           "lm_head.weight": sd["output_layer.weight"]}
+           "model.norm.weight": sd["decoder.final_layernorm.weight"]}
+    if not shape.tie_embeddings: out["lm_head.weight"] = sd["output_layer.weight"]
     for i in range(shape.n_layers):
         hf, mc = _HF_LAYER.format(i=i), _MC_LAYER.format(i=i)
         for a, b in _RENAMES:
@@ -102,7 +111,7 @@ def megatron_to_hf_state(megatron_state_dict: dict, shape: ModelShape) -> dict:
 
 # %% ../nbs/00_convert.ipynb
 def hf_config(shape: ModelShape, tokenizer=None):
-    "A transformers.LlamaConfig for `shape` (untied output, no biases); special token ids from `tokenizer`."
+    "A transformers.LlamaConfig for `shape` (no biases); special token ids from `tokenizer`."
     from transformers import LlamaConfig
     ids = {}
     if tokenizer is not None:
@@ -113,7 +122,7 @@ def hf_config(shape: ModelShape, tokenizer=None):
                        num_key_value_heads=shape.n_kv_heads, head_dim=shape.head_dim,
                        max_position_embeddings=shape.seq_len, rms_norm_eps=shape.norm_eps,
                        rope_parameters={"rope_type": "default", "rope_theta": float(shape.rope_theta)},
-                       hidden_act="silu", tie_word_embeddings=False, attention_bias=False, mlp_bias=False, **ids)
+                       hidden_act="silu", tie_word_embeddings=shape.tie_embeddings, attention_bias=False, mlp_bias=False, **ids)
 
 def shape_from_hf(config_or_folder) -> ModelShape:
     "The ModelShape of an HF Llama config (or of the model folder holding its config.json)."
@@ -123,10 +132,17 @@ def shape_from_hf(config_or_folder) -> ModelShape:
     if c.model_type != "llama":
         raise ValueError(f"expected a Llama model, got model_type={c.model_type!r}")
     rope = getattr(c, "rope_parameters", None) or {}
+    where = getattr(c, "_name_or_path", "") or "the config"
+    if rope.get("rope_type", "default") != "default":   # Llama-3.1/3.2 "llama3" scaling: not in this converter
+        raise ValueError(f"{where}: rope_type {rope['rope_type']!r} is not supported (only 'default' RoPE)")
+    if getattr(c, "head_dim", None) not in (None, c.hidden_size // c.num_attention_heads):
+        raise ValueError(f"{where}: head_dim {c.head_dim} != hidden_size / num_attention_heads")
+    if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False) or c.hidden_act != "silu":
+        raise ValueError(f"{where}: biases or an activation other than silu are not the Llama recipe converted here")
     return ModelShape(n_layers=c.num_hidden_layers, hidden=c.hidden_size, ffn_hidden=c.intermediate_size,
                       n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads, vocab_size=c.vocab_size,
                       seq_len=c.max_position_embeddings, rope_theta=float(rope.get("rope_theta", getattr(c, "rope_theta", 500_000.0))),
-                      norm_eps=c.rms_norm_eps)
+                      norm_eps=c.rms_norm_eps, tie_embeddings=bool(c.tie_word_embeddings))
 
 # %% ../nbs/00_convert.ipynb
 def transformer_config(shape: ModelShape, dtype: torch.dtype = torch.float32, **overrides):
@@ -150,7 +166,7 @@ def build_gpt_model(shape: ModelShape, config=None, **config_overrides):
     config = config or transformer_config(shape, **config_overrides)
     return GPTModel(config=config, transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
                     vocab_size=shape.vocab_size, max_sequence_length=shape.seq_len, position_embedding_type="rope",
-                    rotary_base=int(shape.rope_theta), share_embeddings_and_output_weights=False)
+                    rotary_base=int(shape.rope_theta), share_embeddings_and_output_weights=shape.tie_embeddings)
 
 def init_megatron(seed: int = 0, port: int | None = None):
     "Single-process (tensor/pipeline parallel 1) Megatron state, if none exists yet; on a CPU, the device shim."
@@ -205,7 +221,10 @@ def save_hf_model(megatron_state_dict: dict, shape: ModelShape, folder: str | Pa
     with torch.device("meta"): model = LlamaForCausalLM(cfg)
     sd = megatron_to_hf_state(megatron_state_dict, shape)
     if dtype is not None: sd = {k: v.to(dtype) for k, v in sd.items()}
-    model.load_state_dict(sd, strict=True, assign=True)
+    res = model.load_state_dict(sd, strict=False, assign=True)
+    if res.unexpected_keys or set(res.missing_keys) - ({"lm_head.weight"} if shape.tie_embeddings else set()):
+        raise ValueError(f"HF state dict mismatch: missing {res.missing_keys}, unexpected {res.unexpected_keys}")
+    if shape.tie_embeddings: model.lm_head.weight = model.model.embed_tokens.weight
     model.save_pretrained(str(folder))
     if tokenizer is not None: tokenizer.save_pretrained(str(folder))
     return Path(folder)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 # %% auto 0
-__all__ = ['H100_BF16_FLOPS', 'H100_MEM_GB', 'heldout_perplexity', 'plan', 'mfu_for_days']
+__all__ = ['H100_BF16_FLOPS', 'H100_MEM_GB', 'heldout_perplexity', 'plan', 'preset_plan', 'mfu_for_days']
 
 # %% ../nbs/04_cpt.ipynb
 def heldout_perplexity(model_dir, texts, seq_len: int, max_tokens: int = 0, batch: int = 8) -> dict:
@@ -45,14 +45,14 @@ H100_MEM_GB = 80
 def plan(shape, cluster, tokens: float, mfu: float = 0.40, micro_batch: int = 1) -> dict:
     "Memory per GPU (GB) and training time (days) of a run of `tokens` tokens with `cluster`'s layout."
     gpus = cluster.nodes * cluster.gpus_per_node
-    t, p = cluster.tensor_parallel, cluster.pipeline_parallel
-    d = gpus // (t * p)
+    t, p, c = cluster.tensor_parallel, cluster.pipeline_parallel, cluster.context_parallel
+    d = gpus // (t * p * c)
     N, L, h, s, b = shape.n_params(), shape.n_layers, shape.hidden, shape.seq_len, micro_batch
     GB = 1e9
     mem = {"weights_bf16": 2 * N / (t * p) / GB, "grads_fp32": 4 * N / (t * p) / GB,
-           "optimizer_fp32": 12 * N / (t * p * d) / GB,
-           "activations_no_recompute": 34 * s * b * h * L / t / GB,
-           "activations_full_recompute": 2 * s * b * h * L / t / GB}
+           "optimizer_fp32": 12 * N / (t * p * d * c) / GB,
+           "activations_no_recompute": 34 * s * b * h * L / (t * c) / GB,
+           "activations_full_recompute": 2 * s * b * h * L / (t * c) / GB}
     static = mem["weights_bf16"] + mem["grads_fp32"] + mem["optimizer_fp32"]
     flops_tok = 6 * N + 12 * L * h * s
     seconds = tokens * flops_tok / (gpus * H100_BF16_FLOPS * mfu)
@@ -60,6 +60,11 @@ def plan(shape, cluster, tokens: float, mfu: float = 0.40, micro_batch: int = 1)
             "total_gb_no_recompute": static + mem["activations_no_recompute"],
             "total_gb_full_recompute": static + mem["activations_full_recompute"],
             "flops_per_token": flops_tok, "mfu": mfu, "days": seconds / 86400}
+
+def preset_plan(p) -> dict:
+    "`sec-nb plan --preset P`: the plan of preset `p`'s CPT on its cluster."
+    if not p.cluster.gpus_per_node: raise SystemExit(f"preset {p.name!r} runs on a CPU: no GPU plan")
+    return {"preset": p.name, **plan(p.model, p.cluster, p.cpt.tokens(p.model.seq_len), micro_batch=p.cpt.micro_batch)}
 
 def mfu_for_days(shape, cluster, tokens: float, days: float) -> float:
     "The MFU at which `tokens` tokens take `days` days."

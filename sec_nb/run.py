@@ -237,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("names", nargs="*")
     d.add_argument("--mirror")
     sub.add_parser("presets", help="print the presets")
+    c = sub.add_parser("convert", help="HF Llama folder <-> Megatron dist checkpoint (shape from the source)")
+    c.add_argument("direction", choices=["hf-to-megatron", "megatron-to-hf"])
+    c.add_argument("src"); c.add_argument("dst")
+    c.add_argument("--tokenizer", help="megatron-to-hf: a tokenizer folder to save beside the weights")
+    pl = sub.add_parser("plan", help="a preset's parallel layout, memory per GPU, FLOPs and days, as JSON")
+    pl.add_argument("--preset", default="llama3-70b")
+    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
     if a.cmd == "run":
         try:
@@ -255,6 +262,14 @@ def main(argv: list[str] | None = None) -> int:
                 for n in datasets.dataset_names(): print(n)
         except datasets.DataError as e:
             print(f"sec-nb: {e}", file=sys.stderr); return 1
+    elif a.cmd == "convert":
+        from sec_nb.trainer import convert_checkpoint
+        try: print(convert_checkpoint(a.direction, a.src, a.dst, a.tokenizer))
+        except (FileNotFoundError, ValueError) as e:
+            print(f"sec-nb: {e}", file=sys.stderr); return 1
+    elif a.cmd == "plan":
+        from sec_nb.cpt import preset_plan
+        print(json.dumps(preset_plan(load_preset(a.preset, parse_params(a.param))), indent=1))
     else:
         from sec_nb.config import PRESETS
         for p in PRESETS.values():

@@ -43,17 +43,62 @@ from .config import ModelShape, TrainSpec
 cpu_shim.apply()
 
 # %% auto 0
-__all__ = ['HOPPER_ENV', 'transformer_config', 'build_model', 'EodTokenizer', 'write_indexed', 'MaskedGPTDataset',
-           'build_dataset', 'latest_checkpoint', 'run_summary', 'save_checkpoint', 'load_checkpoint',
-           'init_distributed', 'Parallel', 'train', 'megatron_state', 'export_hf', 'hf_to_checkpoint', 'load_init',
-           'data_fingerprint', 'job_dict', 'train_job', 'main', 'torchrun_cmd', 'sbatch_script', 'slurm_launch',
-           'launch', 'parallel_of']
+__all__ = ['STOP_FILE', 'HOPPER_ENV', 'SLURM_ACTIVE', 'SLURM_FAILED', 'Parallel', 'use_te', 'check_parallel',
+           'transformer_config', 'build_model', 'EodTokenizer', 'write_indexed', 'MaskedGPTDataset', 'build_dataset',
+           'latest_checkpoint', 'run_summary', 'save_checkpoint', 'load_checkpoint', 'init_distributed', 'device',
+           'train', 'megatron_state', 'export_hf', 'hf_to_checkpoint', 'resolve_checkpoint', 'checkpoint_shape',
+           'convert_checkpoint', 'load_init', 'data_fingerprint', 'job_dict', 'train_job', 'job_status', 'main',
+           'torchrun_cmd', 'sbatch_script', 'parse_sacct_state', 'slurm_state', 'slurm_launch', 'launch', 'parallel_of']
 
 # %% ../nbs/00_trainer.ipynb
-def transformer_config(shape: ModelShape, dtype: str = "fp32", tp: int = 1, pp: int = 1, sp: bool = False,
-                       recompute: bool = False) -> TransformerConfig:
-    "Megatron's config for a Llama-architecture decoder of `shape`."
-    bf16 = dtype == "bf16"
+@dataclasses.dataclass
+class Parallel:
+    """How a run is split and what it switches on. tp x pp x cp must divide the number of processes; data
+    parallel is the rest. Sequence/context parallelism and FP8 need the Transformer-Engine layer spec."""
+    tp: int = 1
+    pp: int = 1
+    sp: bool = False
+    cp: int = 1                    # context parallel: the sequence split over ranks (TE attention only)
+    vp: int = 1                    # virtual pipeline: model chunks per pipeline rank (interleaved 1F1B)
+    dtype: str = "fp32"            # bf16 on GPU; fp32 on CPU
+    recompute: str = ""            # "" | "selective" (attention core) | "full" (every layer's input only)
+    fp8: str = ""                  # "" | "hybrid" (E4M3 forward, E5M2 backward; Hopper + TE)
+    spec: str = "auto"             # auto (TE on CUDA where importable) | te | local
+    distributed_optimizer: bool | None = None   # None: on GPU (shards Adam over data x context parallel)
+
+    def __post_init__(self):
+        if isinstance(self.recompute, bool): self.recompute = "full" if self.recompute else ""   # old job files
+
+def use_te(kind: str = "auto") -> bool:
+    "True for the Transformer-Engine layer spec: CUDA with transformer_engine importable ('auto'), or asked for."
+    import importlib.util
+    if kind not in ("auto", "te", "local"): raise ValueError(f"layer spec {kind!r}: auto | te | local")
+    if kind == "local": return False
+    ok = torch.cuda.is_available() and importlib.util.find_spec("transformer_engine") is not None
+    if kind == "te" and not ok:
+        raise RuntimeError("layer spec 'te' needs CUDA and transformer_engine (the GPU environment, requirements-gpu.txt)")
+    return ok
+
+def check_parallel(p: Parallel, te: bool):
+    "Refuse, with the reason, what the layer spec in use cannot do (the local spec asserts it deep inside Megatron)."
+    if p.recompute not in ("", "selective", "full"): raise ValueError(f"recompute {p.recompute!r}: '' | selective | full")
+    if p.vp > 1 and p.pp == 1: raise ValueError("virtual pipeline (vp > 1) needs pipeline parallelism (pp > 1)")
+    if te: return
+    need = [what for what, on in (
+        ("sequence parallelism (the local WrappedTorchNorm asserts sequence_parallel off)", p.sp and p.tp > 1),
+        ("context parallelism (the local DotProductAttention asserts context_parallel_size == 1)", p.cp > 1),
+        ("FP8 (Transformer-Engine kernels)", bool(p.fp8))) if on]
+    if need:
+        raise ValueError(f"{'; '.join(need)}: needs the Transformer-Engine layer spec (CUDA + transformer_engine, "
+                         "see requirements-gpu.txt); this process has the local spec. Turn it off "
+                         "(cluster.sequence_parallel=false, cluster.context_parallel=1, cluster.fp8='') or run on GPU with TE.")
+
+def transformer_config(shape: ModelShape, parallel: Parallel | None = None, te: bool = False) -> TransformerConfig:
+    "Megatron's config for a Llama-architecture decoder of `shape`, split as `parallel` says."
+    p = parallel or Parallel()
+    bf16 = p.dtype == "bf16"
+    recompute = {"full": dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1),
+                 "selective": dict(recompute_granularity="selective")}.get(p.recompute, {})
     return TransformerConfig(
         num_layers=shape.n_layers, hidden_size=shape.hidden, ffn_hidden_size=shape.ffn_hidden,
         num_attention_heads=shape.n_heads, num_query_groups=shape.n_kv_heads, kv_channels=shape.head_dim,
@@ -61,25 +106,30 @@ def transformer_config(shape: ModelShape, dtype: str = "fp32", tp: int = 1, pp: 
         gated_linear_unit=True, activation_func=torch.nn.functional.silu,       # SwiGLU
         add_bias_linear=False, add_qkv_bias=False,
         hidden_dropout=0.0, attention_dropout=0.0, init_method_std=0.02,
-        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, sequence_parallel=sp and tp > 1,
+        tensor_model_parallel_size=p.tp, pipeline_model_parallel_size=p.pp, context_parallel_size=p.cp,
+        virtual_pipeline_model_parallel_size=p.vp if p.vp > 1 else None, sequence_parallel=p.sp and p.tp > 1,
         bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
         pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
         use_cpu_initialization=not torch.cuda.is_available(),
-        # fused kernels are CUDA-only; off everywhere keeps CPU and GPU numerics comparable
-        bias_activation_fusion=False, masked_softmax_fusion=False, persist_layer_norm=False,
-        bias_dropout_fusion=False, apply_rope_fusion=False, gradient_accumulation_fusion=False,
-        recompute_granularity="full" if recompute else None,
-        recompute_method="uniform" if recompute else None, recompute_num_layers=1 if recompute else None,
-    )
+        # fused kernels need CUDA (TE or Megatron's own): on with the TE spec, off with the local spec
+        bias_activation_fusion=te, masked_softmax_fusion=te, persist_layer_norm=te,
+        bias_dropout_fusion=te, apply_rope_fusion=te, gradient_accumulation_fusion=te,
+        fp8=p.fp8 or None, **recompute)
 
-def build_model(shape: ModelShape, config: TransformerConfig) -> GPTModel:
-    "GPTModel with the local (pure PyTorch) layer spec; this pipeline stage's layers only."
+def build_model(shape: ModelShape, config: TransformerConfig, te: bool = False, vp_stage: int | None = None) -> GPTModel:
+    "GPTModel with the TE or the local (pure PyTorch) layer spec; this pipeline stage's (virtual chunk's) layers only."
+    if te:
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+        spec = get_gpt_layer_with_transformer_engine_spec()
+    else:
+        spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     return GPTModel(
-        config=config, transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
+        config=config, transformer_layer_spec=spec,
         vocab_size=shape.vocab_size, max_sequence_length=shape.seq_len,
-        pre_process=parallel_state.is_pipeline_first_stage(), post_process=parallel_state.is_pipeline_last_stage(),
+        pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
+        post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
         position_embedding_type="rope", rotary_base=int(shape.rope_theta),
-        share_embeddings_and_output_weights=False)
+        share_embeddings_and_output_weights=shape.tie_embeddings, vp_stage=vp_stage)
 
 # %% ../nbs/00_trainer.ipynb
 class EodTokenizer:
@@ -153,34 +203,51 @@ def _fast_results_queue():
     if _fs_async._results_queue is None: _fs_async._results_queue = queue.Queue()
 
 def run_summary(out_dir) -> dict:
-    "What a finished (or stopped) run left: its losses, last iteration and latest checkpoint."
+    "What a finished (or stopped) run left: its losses, last iteration and latest checkpoint (relative to `out_dir`)."
     f = Path(out_dir) / "metrics.jsonl"
     recs = [json.loads(l) for l in f.read_text().splitlines() if l.strip()] if f.exists() else []
     ck = latest_checkpoint(out_dir)
     return {"iteration": recs[-1]["iteration"] if recs else 0, "losses": [r["lm_loss"] for r in recs],
             "checkpoint": str(ck) if ck else None, "tokens": recs[-1]["consumed_tokens"] if recs else 0}
 
-def save_checkpoint(out_dir, it: int, model, opt, sched, extra: dict):
+def _chunks(model) -> list: return model if isinstance(model, (list, tuple)) else [model]
+
+def _model_sharded(model) -> dict:
+    "One model: its sharded state dict under 'model'; virtual-pipeline chunks under 'model0', 'model1', ..."
+    ch = _chunks(model)
+    if len(ch) == 1: return {"model": ch[0].sharded_state_dict()}
+    return {f"model{i}": m.sharded_state_dict() for i, m in enumerate(ch)}
+
+def _prune(out_dir, keep: int):
+    "Keep the newest `keep` checkpoints of this run (0: all). Only `iter_*` folders this job wrote are here."
+    if keep <= 0: return
+    import shutil
+    for d in sorted((Path(out_dir) / "checkpoints").glob("iter_*"))[:-keep]: shutil.rmtree(d, ignore_errors=True)
+
+def save_checkpoint(out_dir, it: int, model, opt, sched, extra: dict, shape: ModelShape | None = None, keep: int = 0):
     d = _ckpt_dir(out_dir, it)
     if dist.get_rank() == 0: d.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     _fast_results_queue()
-    msd = model.sharded_state_dict()
+    msd = _model_sharded(model)
     common = {"iteration": it, "scheduler": sched.state_dict(), "extra": extra,
+              "shape": dataclasses.asdict(shape) if shape else None,
               "rng_cpu": torch.get_rng_state(),
               "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
-    dist_checkpointing.save({"model": msd, "optimizer": opt.sharded_state_dict(msd), **common}, str(d))
+    dist_checkpointing.save({**msd, "optimizer": opt.sharded_state_dict(msd), **common}, str(d))
     dist.barrier()
-    if dist.get_rank() == 0: (Path(out_dir) / "checkpoints" / "latest").write_text(d.name)
+    if dist.get_rank() == 0:
+        (Path(out_dir) / "checkpoints" / "latest").write_text(d.name)
+        _prune(out_dir, keep)
     dist.barrier()
 
 def load_checkpoint(d, model, opt=None, sched=None) -> int:
-    "Load a checkpoint into `model` (and `opt`, `sched` when given); returns its iteration."
-    msd = model.sharded_state_dict()
-    want = {"model": msd}
-    if opt is not None: want["optimizer"] = opt.sharded_state_dict(msd, is_loading=True)
+    """Load a checkpoint into `model` (a GPTModel or its virtual-pipeline chunks; and `opt`, `sched` when given);
+    returns its iteration. The tensors are resharded to this process's TP/PP layout by dist_checkpointing."""
+    want = _model_sharded(model)
+    if opt is not None: want["optimizer"] = opt.sharded_state_dict(want, is_loading=True)
     state = dist_checkpointing.load(want, str(d))
-    model.load_state_dict(state["model"])
+    for i, m in enumerate(_chunks(model)): m.load_state_dict(state["model" if len(_chunks(model)) == 1 else f"model{i}"])
     if opt is not None: opt.load_state_dict(state["optimizer"])
     if sched is not None: sched.load_state_dict(state["scheduler"])
     if opt is not None:
@@ -193,43 +260,46 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
-def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234):
+def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, cp: int = 1, vp: int | None = None):
     if not dist.is_initialized():
         if "RANK" not in os.environ:   # in-process: a group of one
             os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
                               LOCAL_RANK="0")
         if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.get_world_size() % (tp * pp * cp):
+        raise ValueError(f"{dist.get_world_size()} processes do not split into tp {tp} x pp {pp} x cp {cp}")
     if parallel_state.model_parallel_is_initialized(): parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(tp, pp)
+    parallel_state.initialize_model_parallel(tp, pp, virtual_pipeline_model_parallel_size=vp, context_parallel_size=cp)
     if torch.cuda.is_available(): model_parallel_cuda_manual_seed(seed)
     else: initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)  # no CUDA RNG: fork() is a no-op
 
-# %% ../nbs/00_trainer.ipynb
-@dataclasses.dataclass
-class Parallel:
-    "How a run is split; the product tp x pp must divide the number of processes."
-    tp: int = 1
-    pp: int = 1
-    sp: bool = False
-    dtype: str = "fp32"            # bf16 on GPU (distributed optimizer); fp32 on CPU
-    recompute: bool = False
+def device() -> torch.device:
+    "Where this rank's tensors live: its GPU, else the CPU. Every collective's tensor goes here (NCCL refuses CPU tensors)."
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
+# %% ../nbs/00_trainer.ipynb
 def _rank0() -> bool: return not dist.is_initialized() or dist.get_rank() == 0
 
 def _loss_fn(loss_mask):
+    # Megatron's 3-tuple: summed loss and token count (the schedule divides), and [sum, count] for the report
     def f(out):
-        n = loss_mask.sum().clamp(min=1)
-        loss = (out.float().view(-1) * loss_mask.view(-1)).sum() / n
-        return loss, {"lm loss": loss.detach()}
+        mask = loss_mask.view(-1).float()
+        s = (out.float().view(-1) * mask).sum()
+        n = mask.sum()
+        return s, n.int(), {"lm loss": torch.stack([s.detach(), n.detach()])}
     return f
 
-def _grad_norm(model) -> float:
-    "L2 norm of the (already data-parallel-reduced) gradients of this rank's parameters, summed over model-parallel ranks."
-    sq = torch.zeros(1, dtype=torch.float64)
-    for p in model.parameters():
-        g = getattr(p, "main_grad", None)
-        if g is not None: sq += g.double().pow(2).sum().cpu()
+def _grad_norm(model, dev) -> float:
+    "L2 norm of the (already data-parallel-reduced) gradients, each parameter counted once over the model-parallel ranks."
+    from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
+    sq = torch.zeros(1, dtype=torch.float64, device=dev)
+    for m in _chunks(model):
+        for p in m.parameters():
+            g = getattr(p, "main_grad", None)
+            if g is None or not param_is_not_tensor_parallel_duplicate(p): continue
+            if getattr(p, "shared", False) and not parallel_state.is_pipeline_first_stage(ignore_virtual=True): continue
+            sq += g.double().pow(2).sum()
     if parallel_state.get_model_parallel_group().size() > 1:
         dist.all_reduce(sq, group=parallel_state.get_model_parallel_group())
     return float(sq.sqrt())
@@ -242,6 +312,24 @@ def _open_metrics(path: Path, start: int):
     path.write_text("".join(l + "\n" for l in keep))
     return open(path, "a")
 
+STOP_FILE = "save_and_exit"     # touched by the sbatch script's USR1 trap (SLURM's warning before the time limit)
+_stop_signal = False
+
+def _on_stop_signal(signum, frame):
+    global _stop_signal
+    _stop_signal = True
+
+def _install_stop_handler():
+    "SIGUSR1 (SLURM's --signal) -> finish the step, save, exit. Only in the main thread (notebooks run elsewhere too)."
+    import signal, threading
+    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGUSR1, _on_stop_signal)
+
+def _should(flags: list[bool], dev) -> list[bool]:
+    "The same decision on every rank: any rank's flag (a signal, a clock, a file) counts."
+    t = torch.tensor([float(f) for f in flags], device=dev)
+    if dist.get_world_size() > 1: dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(x) for x in t.tolist()]
+
 def train(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir, init_checkpoint=None,
           loss_mask_prompt: bool = False, eod: int = 0, parallel: Parallel = Parallel(), seed: int = 1234,
           stop_after: int | None = None, log_every: int = 10, resume: bool = True) -> dict:
@@ -250,40 +338,50 @@ def train(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir, i
     `init_checkpoint`: a checkpoint folder whose *model* weights start the run (SFT from the base, CPT from the
     instruct model); optimizer and schedule start fresh. `resume`: continue from `out_dir`'s latest checkpoint.
     `loss_mask_prompt`: the datasets carry `_mask` companions (prompt tokens masked). `stop_after`: stop after
-    this many steps of this call (to simulate a kill in tests). Returns a summary dict."""
+    this many steps of this call (to simulate a kill in tests). A SIGUSR1, or the file `out_dir/save_and_exit`,
+    makes the run save at the end of the step and return with `"stopped": True`. Returns a summary dict."""
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    init_distributed(parallel.tp, parallel.pp, seed)
+    p = parallel if isinstance(parallel, Parallel) else Parallel(**parallel)
+    init_distributed(p.tp, p.pp, seed, cp=p.cp, vp=p.vp if p.vp > 1 else None)
+    te = use_te(p.spec)
+    check_parallel(p, te)
     torch.manual_seed(seed)
-    gpu = torch.cuda.is_available()
-    if parallel.dtype == "bf16" and not gpu: raise ValueError("bf16 needs a GPU; use dtype='fp32' on CPU")
-    dp, rank_dp = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
+    gpu, dev = torch.cuda.is_available(), device()
+    if p.dtype == "bf16" and not gpu: raise ValueError("bf16 needs a GPU; use dtype='fp32' on CPU")
+    dist_opt = gpu if p.distributed_optimizer is None else p.distributed_optimizer
+    if dist_opt and not gpu: raise ValueError("the distributed optimizer needs a GPU (it checks CUDA tensor types)")
+    dp, rank_dp = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()  # without CP
     mb = max(1, min(spec.micro_batch, spec.global_batch // dp))   # more ranks: smaller micro-batches, same global batch
     if spec.global_batch % (mb * dp): raise ValueError(f"global_batch {spec.global_batch} is not a multiple of micro_batch x dp = {mb} x {dp}")
     n_micro = spec.global_batch // (mb * dp)
+    if shape.n_layers % (p.pp * p.vp): raise ValueError(f"{shape.n_layers} layers do not split into pp {p.pp} x vp {p.vp} chunks")
 
-    cfg = transformer_config(shape, parallel.dtype, parallel.tp, parallel.pp, parallel.sp, parallel.recompute)
-    model = build_model(shape, cfg)
-    if gpu: model.cuda()
-    if cfg.bf16: model = Float16Module(cfg, model)   # bf16 weights, fp32 loss (as Megatron-LM's training loop does)
+    cfg = transformer_config(shape, p, te)
     ddp_cfg = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
-                                            use_distributed_optimizer=gpu)
-    model = DistributedDataParallel(config=cfg, ddp_config=ddp_cfg, module=model)
+                                            use_distributed_optimizer=dist_opt)
+    model = []
+    for i in range(p.vp):
+        m = build_model(shape, cfg, te, vp_stage=i if p.vp > 1 else None)
+        if gpu: m.cuda()
+        if cfg.bf16: m = Float16Module(cfg, m)   # bf16 weights, fp32 loss (as Megatron-LM's training loop does)
+        model.append(DistributedDataParallel(config=cfg, ddp_config=ddp_cfg, module=m, disable_bucketing=i > 0))
     opt = get_megatron_optimizer(OptimizerConfig(
         optimizer="adam", lr=spec.lr, min_lr=spec.min_lr, weight_decay=spec.weight_decay, adam_beta1=0.9,
-        adam_beta2=0.95, adam_eps=1e-8, bf16=parallel.dtype == "bf16", params_dtype=cfg.params_dtype,
-        use_distributed_optimizer=gpu,
-        clip_grad=1.0 if gpu else 0.0), [model])   # clip_grad on CPU trips a CUDA tensor-type assert
+        adam_beta2=0.95, adam_eps=1e-8, bf16=cfg.bf16, params_dtype=cfg.params_dtype,
+        use_distributed_optimizer=dist_opt,
+        clip_grad=1.0 if gpu else 0.0), model)   # clip_grad on CPU trips a CUDA tensor-type assert
     sched = OptimizerParamScheduler(
         opt, init_lr=0.0, max_lr=spec.lr, min_lr=spec.min_lr, lr_warmup_steps=spec.warmup_steps,
         lr_decay_steps=max(spec.steps, spec.warmup_steps + 1), lr_decay_style="cosine",
         start_wd=spec.weight_decay, end_wd=spec.weight_decay, wd_incr_steps=spec.steps, wd_incr_style="constant")
+    modules = [m.module for m in model]
 
     start = 0
     last = latest_checkpoint(out_dir) if resume else None
     if last is not None:
-        start = load_checkpoint(last, model.module, opt, sched)
+        start = load_checkpoint(last, modules, opt, sched)
     elif init_checkpoint is not None:
-        load_init(model.module, init_checkpoint, shape)
+        load_init(modules, init_checkpoint, shape)
 
     # every rank builds the same dataset; rank 0 first so the others find its index cache
     n_samples = spec.steps * spec.global_batch
@@ -294,12 +392,14 @@ def train(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir, i
 
     def batches(step):
         # the samples of `step` are a function of `step` alone: this is what makes resume exact
+        from megatron.core.utils import get_batch_on_this_cp_rank
         base = step * spec.global_batch + rank_dp * mb * n_micro
         for m in range(n_micro):
             items = [ds[base + m * mb + j] for j in range(mb)]
             b = {k: torch.stack([x[k] for x in items]) for k in ("tokens", "labels", "loss_mask", "position_ids")}
             if not loss_mask_prompt: b["loss_mask"] = (b["labels"] >= 0).float()  # EOD-crossing windows keep all tokens
-            yield {k: v.cuda(non_blocking=True) for k, v in b.items()} if gpu else b
+            b = {k: v.to(dev, non_blocking=True) for k, v in b.items()}
+            yield get_batch_on_this_cp_rank(b) if p.cp > 1 else b   # this rank's 2 of the 2 x cp sequence chunks
 
     def forward_step(it, m):
         b = next(it)
@@ -310,38 +410,53 @@ def train(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir, i
     metrics = _open_metrics(out_dir / "metrics.jsonl", start) if _rank0() else None
     save_every = spec.save_every or spec.steps
     tok_per_step = spec.global_batch * shape.seq_len
-    t_run, losses = time.time(), []
+    t_run, t_saved, losses, stopped = time.time(), time.time(), [], False
+    dp_cp = parallel_state.get_data_parallel_group(with_context_parallel=True)
+    stop_file = out_dir / STOP_FILE
+    _install_stop_handler()
     it = start
     try:
         while it < spec.steps and (stop_after is None or it - start < stop_after):
             t0 = time.time()
-            model.zero_grad_buffer(); opt.zero_grad()
-            out = fb(forward_step_func=forward_step, data_iterator=batches(it), model=[model],
+            for m in model: m.zero_grad_buffer()
+            opt.zero_grad()
+            out = fb(forward_step_func=forward_step, data_iterator=[batches(it) for _ in model],
+                     model=model if len(model) > 1 else model[0],
                      num_microbatches=n_micro, seq_length=shape.seq_len, micro_batch_size=mb, forward_only=False)
-            finalize_model_grads([model])
-            gnorm = None if gpu else _grad_norm(model)
+            finalize_model_grads(model)
+            gnorm = None if gpu else _grad_norm(model, dev)
             ok, gnorm_opt, _ = opt.step()
             gnorm = gnorm_opt if gnorm_opt is not None else gnorm
             sched.step(increment=1)
             it += 1
-            # loss: mean over micro-batches (last pipeline stage), then over data-parallel ranks
-            loss = torch.tensor([float(np.mean([o["lm loss"].item() for o in out])) if out else 0.0])
-            if parallel.pp > 1: dist.all_reduce(loss, group=parallel_state.get_pipeline_model_parallel_group())
-            dist.all_reduce(loss, group=parallel_state.get_data_parallel_group()); loss /= dp
+            # loss: summed over micro-batches (last pipeline stage), pipeline and data x context ranks; per token
+            tot = torch.stack([o["lm loss"] for o in out]).sum(0).to(dev) if out else torch.zeros(2, device=dev)
+            if p.pp > 1: dist.all_reduce(tot, group=parallel_state.get_pipeline_model_parallel_group())
+            dist.all_reduce(tot, group=dp_cp)
+            loss = float(tot[0] / tot[1].clamp(min=1))
             dt = time.time() - t0
-            rec = {"iteration": it, "consumed_tokens": it * tok_per_step, "lm_loss": round(loss.item(), 6),
+            rec = {"iteration": it, "consumed_tokens": it * tok_per_step, "lm_loss": round(loss, 6),
                    "lr": opt.param_groups[0]["lr"], "grad_norm": None if gnorm is None else round(float(gnorm), 6),
                    "tokens_per_s": round(tok_per_step / dt, 1)}
             losses.append(rec["lm_loss"])
             if metrics: metrics.write(json.dumps(rec) + "\n"); metrics.flush()
             if _rank0() and log_every and (it % log_every == 0 or it == spec.steps):
                 print(f"iter {it}/{spec.steps} loss {rec['lm_loss']:.4f} lr {rec['lr']:.2e} {rec['tokens_per_s']:.0f} tok/s", flush=True)
-            if it % save_every == 0 or it == spec.steps:
-                save_checkpoint(out_dir, it, model.module, opt, sched, extra={"tokens": it * tok_per_step})
+            stop, due = _should([_stop_signal or stop_file.exists(),
+                                 bool(spec.save_minutes) and time.time() - t_saved >= 60 * spec.save_minutes], dev)
+            if it % save_every == 0 or it == spec.steps or stop or due:
+                save_checkpoint(out_dir, it, modules, opt, sched, extra={"tokens": it * tok_per_step}, shape=shape,
+                                keep=spec.keep_checkpoints)
+                t_saved = time.time()
+            if stop:
+                stopped = True
+                if _rank0(): stop_file.unlink(missing_ok=True); print(f"stop requested: saved at iteration {it}", flush=True)
+                break
     finally:
         if metrics: metrics.close()
     dist.barrier()
-    return {**run_summary(out_dir), "start": start, "iteration": it, "seconds": round(time.time() - t_run, 2)}
+    return {**run_summary(out_dir), "start": start, "iteration": it, "stopped": stopped,
+            "seconds": round(time.time() - t_run, 2)}
 
 # %% ../nbs/00_trainer.ipynb
 def megatron_state(ckpt_dir, shape: ModelShape) -> dict:
@@ -369,12 +484,40 @@ def hf_to_checkpoint(hf_dir, shape: ModelShape, ckpt_dir) -> Path:
     load_megatron_state(model, hf_to_megatron_state(load_hf_state(hf_dir), shape))
     ckpt_dir = Path(ckpt_dir); ckpt_dir.mkdir(parents=True, exist_ok=True)
     _fast_results_queue()
-    dist_checkpointing.save({"model": model.sharded_state_dict(), "iteration": 0}, str(ckpt_dir))
+    dist_checkpointing.save({"model": model.sharded_state_dict(), "iteration": 0, "shape": dataclasses.asdict(shape)},
+                            str(ckpt_dir))
     return ckpt_dir
 
+def resolve_checkpoint(path) -> Path:
+    "A dist checkpoint folder, or a run folder whose `checkpoints/latest` names one."
+    p = Path(path)
+    if (p / "checkpoints" / "latest").exists() and latest_checkpoint(p): return latest_checkpoint(p)
+    if (p / "metadata.json").exists(): return p
+    raise FileNotFoundError(f"{p}: neither a dist checkpoint (no metadata.json) nor a run folder with checkpoints/latest")
+
+def checkpoint_shape(ckpt_dir) -> ModelShape:
+    "The ModelShape recorded in a checkpoint's common state (every checkpoint written here records it)."
+    common = dist_checkpointing.load_common_state_dict(str(ckpt_dir))
+    if not common.get("shape"):
+        raise ValueError(f"{ckpt_dir}: the checkpoint records no model shape; pass the shape (export_hf) instead")
+    return ModelShape(**common["shape"])
+
+def convert_checkpoint(direction: str, src, dst, tokenizer_dir=None) -> Path:
+    """`sec-nb convert hf-to-megatron HF_DIR CKPT_DIR` / `megatron-to-hf CKPT_DIR HF_DIR`: the shape comes from the
+    HF config, or from the checkpoint's record; CKPT_DIR may also be a run folder (its latest checkpoint)."""
+    from sec_nb.convert import shape_from_hf
+    if direction == "hf-to-megatron":
+        if not (Path(src) / "config.json").exists(): raise FileNotFoundError(f"{src}: no config.json (not an HF model folder)")
+        return hf_to_checkpoint(src, shape_from_hf(src), dst)
+    if direction == "megatron-to-hf":
+        ck = resolve_checkpoint(src)
+        return export_hf(ck, checkpoint_shape(ck), dst, tokenizer_dir)
+    raise ValueError(f"unknown direction {direction!r}: hf-to-megatron | megatron-to-hf")
+
 def load_init(model, init, shape: ModelShape):
-    "Start weights: a Megatron checkpoint folder, or a HF Llama folder (converted; tensor/pipeline parallel 1)."
+    "Start weights: a Megatron checkpoint folder (any layout), or a HF Llama folder (converted; tensor/pipeline parallel 1)."
     if (Path(init) / "config.json").exists():
+        model = _chunks(model)[0]
         from sec_nb.convert import hf_to_megatron_state, load_hf_state, load_megatron_state
         if parallel_state.get_model_parallel_group().size() > 1:
             raise NotImplementedError("start from a HF folder with tp=pp=1, or convert it to a checkpoint first")
@@ -407,15 +550,28 @@ def train_job(job: dict) -> dict:
     if isinstance(j.get("parallel"), dict): j["parallel"] = Parallel(**j["parallel"])
     return train(spec, shape, j.pop("data_prefixes"), j.pop("weights"), j.pop("out_dir"), **j)
 
+def job_status(job: dict) -> str:
+    "'done' when the job's run reached its last step, else 'partial I/STEPS' (what the sbatch script asks before requeueing)."
+    it, steps = run_summary(job["out_dir"])["iteration"], job["spec"]["steps"]
+    return "done" if it >= steps else f"partial {it}/{steps}"
+
 def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser("python -m sec_nb.trainer", description="run a train() job file")
-    ap.add_argument("job"); ap.add_argument("--tp", type=int); ap.add_argument("--pp", type=int)
-    ap.add_argument("--sp", action="store_true"); ap.add_argument("--dtype")
+    ap.add_argument("job")
+    for k in ("tp", "pp", "cp", "vp"): ap.add_argument(f"--{k}", type=int)
+    ap.add_argument("--sp", action="store_true", help="sequence parallelism (TE layer spec only)")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"])
+    ap.add_argument("--recompute", choices=["", "selective", "full"])
+    ap.add_argument("--fp8", choices=["", "hybrid", "e4m3"])
+    ap.add_argument("--spec", choices=["auto", "te", "local"])
+    ap.add_argument("--distributed-optimizer", dest="distributed_optimizer", action="store_true", default=None)
+    ap.add_argument("--status", action="store_true", help="print 'done' or 'partial I/STEPS' and exit")
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
     job = json.loads(Path(a.job).read_text())
+    if a.status: print(job_status(job)); return
     par = job.setdefault("parallel", {})
-    for k in ("tp", "pp", "dtype"):
+    for k in ("tp", "pp", "cp", "vp", "dtype", "recompute", "fp8", "spec", "distributed_optimizer"):
         if getattr(a, k) is not None: par[k] = getattr(a, k)
     if a.sp: par["sp"] = True
     summary = train_job(job)
@@ -437,62 +593,118 @@ def torchrun_cmd(nproc: int, job_path, nnodes: int = 1, rdzv: str | None = None)
 # what Hopper GPUs want under Megatron-Core: one CUDA connection so that tensor/sequence-parallel
 # communication overlaps compute in order; NCCL's async error handling so a dead rank fails the job
 HOPPER_ENV = {"CUDA_DEVICE_MAX_CONNECTIONS": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
-              "NCCL_NVLS_ENABLE": "0", "NVTE_FUSED_ATTN": "1", "OMP_NUM_THREADS": "8"}
+              "NCCL_NVLS_ENABLE": "0", "NVTE_FUSED_ATTN": "1"}
 
-def sbatch_script(cluster, job_path, work_dir, name: str = "sec_nb") -> str:
-    "An sbatch script for `cluster` (a ClusterSpec) that runs the job `job_path` with srun + torchrun."
+def _trainer_flags(cluster) -> str:
+    f = (f" --tp {cluster.tensor_parallel} --pp {cluster.pipeline_parallel} --cp {cluster.context_parallel}"
+         f" --vp {cluster.virtual_pipeline} --dtype {cluster.dtype} --spec {cluster.layer_spec}")
+    f += f" --recompute {cluster.recompute}" if cluster.recompute else ""
+    f += f" --fp8 {cluster.fp8}" if cluster.fp8 else ""
+    return f + (" --sp" if cluster.sequence_parallel else "")
+
+def sbatch_script(cluster, job_path, work_dir, name: str = "sec_nb", out_dir=None) -> str:
+    """An sbatch script for `cluster` (a ClusterSpec) that runs the job `job_path` with srun + torchrun.
+    Lifecycle: `--requeue` and `--signal=B:USR1@S` (SLURM warns the batch shell S seconds before the time limit);
+    the trap asks the trainer to save and stop (the file `save_and_exit`), and a run that stopped before its last
+    step requeues the job, which resumes from that checkpoint: chained jobs of the partition's time limit."""
     work_dir = Path(work_dir)
-    gpus = cluster.gpus_per_node
+    out_dir = Path(out_dir or work_dir)
+    gpus, procs = cluster.gpus_per_node, cluster.procs_per_node
+    cpus = cluster.cpus_per_task or procs                   # one task per node runs torchrun and its ranks
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --nodes={cluster.nodes}",
-             f"#SBATCH --ntasks-per-node={cluster.procs_per_node}", f"#SBATCH --time={cluster.time_limit}",
-             f"#SBATCH --output={work_dir}/slurm-%j.out"]
+             "#SBATCH --ntasks-per-node=1", f"#SBATCH --cpus-per-task={cpus}", f"#SBATCH --time={cluster.time_limit}",
+             f"#SBATCH --output={work_dir}/slurm-%j.out", "#SBATCH --open-mode=append"]
+    if cluster.requeue: lines.append("#SBATCH --requeue")
+    if cluster.signal_s: lines.append(f"#SBATCH --signal=B:USR1@{cluster.signal_s}")
     if gpus: lines += [f"#SBATCH --gpus-per-node={gpus}", "#SBATCH --exclusive"]
     if cluster.partition: lines.append(f"#SBATCH --partition={cluster.partition}")
-    lines += ["set -euo pipefail",
+    lines += ["set -uo pipefail",
+              f"echo \"job $SLURM_JOB_ID start (restart ${{SLURM_RESTART_COUNT:-0}})\"",
+              f"trap 'echo \"USR1: save and exit\"; touch {shlex.quote(str(out_dir / STOP_FILE))}' USR1",
               "# rendezvous on the allocation's first node",
               'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
               "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))",
-              f"# layout: tensor parallel {cluster.tensor_parallel}, pipeline parallel {cluster.pipeline_parallel}, "
-              f"sequence parallel {cluster.sequence_parallel}, {cluster.dtype}; data parallel = the rest (in job.json)"]
+              f"# layout: tensor {cluster.tensor_parallel} x pipeline {cluster.pipeline_parallel} (virtual "
+              f"{cluster.virtual_pipeline}) x context {cluster.context_parallel}, sequence parallel "
+              f"{cluster.sequence_parallel}, {cluster.dtype}; data parallel = the rest",
+              f"export OMP_NUM_THREADS={max(1, cpus // max(procs, 1))}"]
     if gpus: lines += [f"export {k}={v}" for k, v in HOPPER_ENV.items()]
-    else: lines.append("export OMP_NUM_THREADS=1")
-    tr = " ".join(torchrun_cmd(cluster.procs_per_node, job_path, cluster.nodes, "$MASTER_ADDR:$MASTER_PORT"))
-    tr += f" --tp {cluster.tensor_parallel} --pp {cluster.pipeline_parallel} --dtype {cluster.dtype}"
-    tr += " --sp" if cluster.sequence_parallel else ""
-    lines.append(f"srun --ntasks-per-node=1 --ntasks={cluster.nodes} --kill-on-bad-exit=1 {tr}")
+    tr = " ".join(torchrun_cmd(procs, job_path, cluster.nodes, "$MASTER_ADDR:$MASTER_PORT")) + _trainer_flags(cluster)
+    status = f"{sys.executable} -m sec_nb.trainer {shlex.quote(str(job_path))} --status"
+    lines += [f"srun --ntasks-per-node=1 --ntasks={cluster.nodes} --kill-on-bad-exit=1 {tr} &",
+              "child=$!",
+              "# a trapped signal interrupts `wait`: wait again until the step has really ended",
+              "while true; do wait $child; rc=$?; kill -0 $child 2>/dev/null || break; done",
+              f"status=$({status})",
+              'echo "training step exited $rc: $status"',
+              'if [ "$rc" -eq 0 ] && [ "$status" != done ]; then',
+              '  echo "requeue: the run continues from its last checkpoint"; scontrol requeue "$SLURM_JOB_ID"; exit 0',
+              "fi",
+              "exit $rc"]
     return "\n".join(lines) + "\n"
 
-def _slurm_state(job_id: str) -> str:
-    r = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
+# SLURM job states (squeue/sacct "State"): still going, and ended without success
+SLURM_ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
+                "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
+SLURM_FAILED = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+                "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "UNKNOWN"}
+
+def parse_sacct_state(text: str) -> str | None:
+    "The job's state from `sacct -X -n -P -o State` output ('CANCELLED by 0' -> CANCELLED); None if there is none."
+    rows = [l.strip() for l in text.splitlines() if l.strip()]
+    return rows[-1].split()[0].rstrip("+") if rows else None
+
+def slurm_state(job_id: str) -> tuple[str, str]:
+    """(state, source): sacct where accounting is on (it remembers finished jobs), else scontrol (while slurmctld
+    remembers the job), else squeue; UNKNOWN when none knows it, which is never taken as success."""
+    r = subprocess.run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State"], capture_output=True, text=True)
+    if r.returncode == 0 and (s := parse_sacct_state(r.stdout)): return s, "sacct"
+    r = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True)
     for tok in r.stdout.split():
-        if tok.startswith("JobState="): return tok.split("=", 1)[1]
-    r = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
-    return r.stdout.strip() or "UNKNOWN"
+        if tok.startswith("JobState="): return tok.split("=", 1)[1], "scontrol"
+    r = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True)
+    return (r.stdout.strip() or "UNKNOWN"), "squeue"
 
 def slurm_launch(job_path, cluster, work_dir, wait: bool = True, poll_s: float = 2.0, timeout_s: float = 0) -> dict:
-    """Submit (or pick up) the SLURM job of `job_path`; with `wait`, block until it ends. Returns
-    {"job_id", "state", ...run_summary} ; a failed job raises with the tail of its log."""
+    """Submit (or pick up) the SLURM job of `job_path`; with `wait`, block until it ends. Success only when the job
+    is COMPLETED *and* its run reached the last step; anything else raises, with the tail of the job's log."""
     work_dir = Path(work_dir)
+    job = json.loads(Path(job_path).read_text())
     rec_path = work_dir / "slurm_job.json"
     rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
-    if rec is None or _slurm_state(rec["job_id"]) in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+    if rec is None or slurm_state(rec["job_id"])[0] in SLURM_FAILED:   # none yet, or it failed: (re)submit, resuming
         script = work_dir / "train.sbatch"
-        script.write_text(sbatch_script(cluster, Path(job_path).resolve(), work_dir.resolve()))
+        script.write_text(sbatch_script(cluster, Path(job_path).resolve(), work_dir.resolve(), out_dir=Path(job["out_dir"]).resolve()))
         r = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
         if r.returncode: raise RuntimeError(f"sbatch {script} failed: {r.stderr.strip()}")
-        rec = {"job_id": r.stdout.strip().split(";")[0], "script": str(script), "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        rec = {"job_id": r.stdout.strip().split(";")[0], "script": script.name}
         rec_path.write_text(json.dumps(rec))
     t0 = time.time()
-    state = _slurm_state(rec["job_id"])
-    while wait and state in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"):
+    state, source = slurm_state(rec["job_id"])
+    while wait and state in SLURM_ACTIVE:
         if timeout_s and time.time() - t0 > timeout_s: break
         time.sleep(poll_s)
-        state = _slurm_state(rec["job_id"])
-    if state in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
-        log = work_dir / f"slurm-{rec['job_id']}.out"
-        tail = "\n".join(log.read_text().splitlines()[-20:]) if log.exists() else "(no log)"
-        raise RuntimeError(f"SLURM job {rec['job_id']} ended {state}; log {log}:\n{tail}")
-    return {"job_id": rec["job_id"], "state": state, **run_summary(json.loads(Path(job_path).read_text())["out_dir"])}
+        state, source = slurm_state(rec["job_id"])
+    summary = run_summary(job["out_dir"])
+    out = {"job_id": rec["job_id"], "state": state, "state_source": source, **summary}
+    if not wait and state in SLURM_ACTIVE: return out
+    if state == "COMPLETED" and summary["iteration"] == job["spec"]["steps"]: return out
+    log = work_dir / f"slurm-{rec['job_id']}.out"
+    tail = "\n".join(log.read_text().splitlines()[-20:]) if log.exists() else "(no log)"
+    why = "still active" if state in SLURM_ACTIVE else f"ended {state} ({source})"
+    raise RuntimeError(f"SLURM job {rec['job_id']} {why} at iteration {summary['iteration']} of "
+                       f"{job['spec']['steps']}: not a finished run; log {log}:\n{tail}")
+
+def _move_aside(out_dir: Path):
+    "A previous job's outputs go to `previous/N/` (never deleted: a checkpoint may be worth days of GPUs)."
+    import shutil
+    olds = [out_dir / n for n in ("checkpoints", "metrics.jsonl", "slurm_job.json", "job.json") if (out_dir / n).exists()]
+    if olds:
+        n = 1
+        while (out_dir / "previous" / str(n)).exists(): n += 1
+        dest = out_dir / "previous" / str(n); dest.mkdir(parents=True)
+        for q in olds: q.rename(dest / q.name)
+    shutil.rmtree(out_dir / "data_cache", ignore_errors=True)   # derived from the data: rebuilt in seconds
 
 def launch(job: dict, cluster, work_dir=None, wait: bool = True) -> dict:
     "Run the `train` job `job` as `cluster.launcher` says (inprocess | torchrun | slurm)."
@@ -500,10 +712,8 @@ def launch(job: dict, cluster, work_dir=None, wait: bool = True) -> dict:
     job_path = work_dir / "job.json"
     if job_path.exists() and json.loads(job_path.read_text()) != json.loads(json.dumps(job)):
         # another job (other data, settings or start weights) ran here before: start afresh, do not resume it
-        import shutil
-        for old in ("checkpoints", "data_cache", "metrics.jsonl", "slurm_job.json"):
-            q = Path(job["out_dir"]) / old
-            shutil.rmtree(q) if q.is_dir() else q.unlink(missing_ok=True)
+        if Path(job["out_dir"]).resolve() != work_dir.resolve(): job_path.rename(work_dir / "job.previous.json")
+        _move_aside(Path(job["out_dir"]))
     job_path.write_text(json.dumps(job, indent=1))
     if cluster.launcher == "inprocess": return train_job(job)
     if cluster.launcher == "torchrun":
@@ -516,9 +726,10 @@ def launch(job: dict, cluster, work_dir=None, wait: bool = True) -> dict:
     raise ValueError(f"unknown launcher {cluster.launcher!r}: inprocess | torchrun | slurm")
 
 def parallel_of(cluster) -> Parallel:
-    "The model-parallel layout and dtype a ClusterSpec asks for."
+    "The layout, dtype and switches a ClusterSpec asks for."
     return Parallel(tp=cluster.tensor_parallel, pp=cluster.pipeline_parallel, sp=cluster.sequence_parallel,
-                    dtype=cluster.dtype)
+                    cp=cluster.context_parallel, vp=cluster.virtual_pipeline, dtype=cluster.dtype,
+                    recompute=cluster.recompute, fp8=cluster.fp8, spec=cluster.layer_spec)
 
 # %% ../nbs/00_trainer.ipynb
 if __name__ == "__main__" and "__file__" in globals():   # run as a script, not in a notebook
