@@ -263,7 +263,7 @@ SMOL = Preset(
     base_model="",                               # SmolLM2-135M: shipped by no package reachable here
     pretrain=TrainSpec(steps=0, micro_batch=1, global_batch=1, lr=0, min_lr=0, warmup_steps=0),
     sft=TrainSpec(steps=0, micro_batch=1, global_batch=1, lr=0, min_lr=0, warmup_steps=0),
-    cpt=TrainSpec(steps=30, micro_batch=4, global_batch=8, lr=1e-4, min_lr=1e-5, warmup_steps=3, save_every=10),
+    cpt=TrainSpec(steps=30, micro_batch=4, global_batch=8, lr=2e-4, min_lr=2e-5, warmup_steps=3, save_every=10),
     data=DataSpec(tasks=2, workers=2, general_max_docs=2000, instruct_max=200),
     tokens=TokenSpec(tokenizer="smollm2_135m_instruct", vocab_size=49152, eod_token="<|endoftext|>"),
     # merge/ties: linear with Listing 1's weights (no base model: 05_merge); beside it SLERP and TIES self-referenced

