@@ -375,11 +375,13 @@ def merge_positions(merged: dict[str, dict], instruct: dict, cpt: dict, n_layers
 
 def check_self_reference_ties(name: str, merged: dict, instruct: dict, cpt: dict, density: float) -> dict:
     "TIES referenced to the instruct model, tensor `name` (CPT weight > 0): instruct + trim(CPT - instruct), to bf16 rounding."
-    want = instruct[name].float() + ties_trim(cpt[name].float() - instruct[name].float(), density)
+    dt = merged[name].dtype              # mergekit subtracts and trims in the merge's dtype (bf16): so do we
+    ins, c = instruct[name].to(dt), cpt[name].to(dt)
+    want = (ins + ties_trim(c - ins, density)).float()
     scale = torch.maximum(instruct[name].float().abs(), cpt[name].float().abs())
     steps = (merged[name].float() - want).abs() / (scale.clamp(min=torch.finfo(torch.bfloat16).tiny) * 2.0 ** -7)
     frac = float((steps > 2).float().mean())
-    # the trim's threshold entry can tie in bf16: a few entries (not 1%) may fall on the other side
+    # entries tied at the trim's threshold may fall on either side: a few (not 1%)
     if frac > 0.01: raise AssertionError(f"{name}: {frac:.1%} of entries are not instruct + trimmed CPT update")
     return {"tensor": name, "frac_beyond_bf16_rounding": frac}
 
