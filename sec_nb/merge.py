@@ -18,10 +18,11 @@ import yaml
 from .config import MergeSpec
 
 # %% auto 0
-__all__ = ['TOKENIZER_FILES', 'ties_trim', 'ties_merge', 'paper_merge_config', 'config_yaml', 'MergeInputError', 'check_models',
-           'validate_config', 'planned_weights', 'plot_weights', 'toy_tokenizer', 'toy_merge_inputs', 'merge_options',
-           'run_merge', 'check_zero_weight_is_instruct', 'check_ties_tensor', 'check_loads', 'sweep_configs',
-           'merge_memory_estimate']
+__all__ = ['TOKENIZER_FILES', 'NO_BASE_STAND_IN', 'ties_trim', 'ties_merge', 'paper_merge_config', 'config_yaml',
+           'MergeInputError', 'check_models', 'validate_config', 'planned_weights', 'plot_weights', 'toy_tokenizer',
+           'toy_merge_inputs', 'merge_options', 'run_merge', 'check_zero_weight_is_instruct', 'check_ties_tensor',
+           'check_loads', 'sweep_configs', 'no_base_configs', 'position_between', 'trim_kept_norm', 'merge_positions',
+           'check_self_reference_ties', 'merge_memory_estimate']
 
 # %% ../nbs/05_merge.ipynb
 def ties_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
@@ -326,6 +327,64 @@ def sweep_configs(base: str | Path, cpt: str | Path, instruct: str | Path, m: Me
         out[f"ties_w{w:g}_d{d:g}"] = c
     for name, c in out.items(): validate_config(c)    # a bad sweep setting fails before any merge runs
     return out
+
+# %% ../nbs/05_merge.ipynb
+NO_BASE_STAND_IN = "linear"   # smol: the merge in Listing 1's place when the run has no base model (see above)
+
+def no_base_configs(cpt: str | Path, instruct: str | Path, m: MergeSpec) -> dict[str, dict]:
+    """The merges of a run without a base model: TIES with the instruct model as its own reference, and the
+    base-free merges with Listing 1's layer gradients (linear, SLERP)."""
+    from dataclasses import replace
+    ties_self = paper_merge_config(instruct, cpt, instruct, m)
+    both = sweep_configs(instruct, cpt, instruct, replace(m, sweep_methods=("linear", "slerp"),
+                                                           sweep_cpt_weights=(), sweep_densities=()))
+    return {"ties_self_reference": ties_self, **both}
+
+def _groups(keys, n_layers: int) -> dict[str, list[str]]:
+    "Tensor names by where they sit: embeddings, then the MLP and attention of the first, middle and last layer."
+    out = {"embeddings": [k for k in keys if "embed_tokens" in k]}
+    for label, i in (("first", 0), ("middle", n_layers // 2), ("last", n_layers - 1)):
+        for mod in ("mlp", "self_attn"):
+            out[f"{label} layer {mod}"] = [k for k in keys if k.startswith(f"model.layers.{i}.{mod}.")]
+    return {g: ks for g, ks in out.items() if ks}
+
+def position_between(merged: dict, instruct: dict, cpt: dict, keys) -> float:
+    "Where `merged` lies on the line from `instruct` (0) to `cpt` (1), least squares over the tensors `keys`."
+    num = den = 0.0
+    for k in keys:
+        d = cpt[k].float() - instruct[k].float()
+        num += float(((merged[k].float() - instruct[k].float()) * d).sum())
+        den += float((d * d).sum())
+    return num / den if den > 0 else float("nan")
+
+def trim_kept_norm(instruct: dict, cpt: dict, keys, density: float) -> float:
+    "The fraction of the CPT update's size (L2 norm) that a TIES trim to `density` keeps, over `keys`."
+    kept = total = 0.0
+    for k in keys:
+        d = cpt[k].float() - instruct[k].float()
+        kept += float(ties_trim(d, density).pow(2).sum()); total += float(d.pow(2).sum())
+    return (kept / total) ** 0.5 if total > 0 else float("nan")
+
+def merge_positions(merged: dict[str, dict], instruct: dict, cpt: dict, n_layers: int, density: float = 0.75):
+    "A table: tensor groups x merges of r (0 = instruct, 1 = CPT), plus the size of the update a trim keeps."
+    import pandas as pd
+    groups = _groups(list(instruct), n_layers)
+    rows = {g: {name: position_between(sd, instruct, cpt, ks) for name, sd in merged.items()} for g, ks in groups.items()}
+    df = pd.DataFrame(rows).T
+    df[f"update kept by trim {density:g}"] = [trim_kept_norm(instruct, cpt, ks, density) for ks in groups.values()]
+    return df.round(3)
+
+def check_self_reference_ties(name: str, merged: dict, instruct: dict, cpt: dict, density: float) -> dict:
+    "TIES referenced to the instruct model, tensor `name` (CPT weight > 0): instruct + trim(CPT - instruct), to bf16 rounding."
+    dt = merged[name].dtype              # mergekit subtracts and trims in the merge's dtype (bf16): so do we
+    ins, c = instruct[name].to(dt), cpt[name].to(dt)
+    want = (ins + ties_trim(c - ins, density)).float()
+    scale = torch.maximum(instruct[name].float().abs(), cpt[name].float().abs())
+    steps = (merged[name].float() - want).abs() / (scale.clamp(min=torch.finfo(torch.bfloat16).tiny) * 2.0 ** -7)
+    frac = float((steps > 2).float().mean())
+    # entries tied at the trim's threshold may fall on either side: a few (not 1%)
+    if frac > 0.01: raise AssertionError(f"{name}: {frac:.1%} of entries are not instruct + trimmed CPT update")
+    return {"tensor": name, "frac_beyond_bf16_rounding": frac}
 
 # %% ../nbs/05_merge.ipynb
 def merge_memory_estimate(shape, n_models: int = 2, out_shard_params: float = 5e9, bytes_per: int = 2) -> dict:

@@ -14,7 +14,8 @@ import numpy as np
 
 # %% auto 0
 __all__ = ['SPECIALS', 'CHAT_TEMPLATE', 'read_records', 'read_texts', 'take_chars', 'read_instruct', 'train_tokenizer',
-           'end_of_text_id', 'encode_texts', 'encode_instruct', 'unigram_entropy', 'write_corpus', 'write_instruct']
+           'end_of_text_id', 'encode_texts', 'end_of_turn', 'encode_instruct', 'unigram_entropy', 'write_corpus',
+           'write_instruct']
 
 # %% ../nbs/02_tokens.ipynb
 def _lines(path: Path):
@@ -83,9 +84,9 @@ def end_of_text_id(tok) -> int:
     i = tok.convert_tokens_to_ids("<|end_of_text|>")
     return tok.eos_token_id if i is None or i == tok.unk_token_id else i
 
-def encode_texts(tok, texts, batch: int = 256):
-    "Token ids of each text, each followed by the end-of-text id."
-    eod, buf = end_of_text_id(tok), []
+def encode_texts(tok, texts, batch: int = 256, eod: int | None = None):
+    "Token ids of each text, each followed by the end-of-document id `eod` (default: `<|end_of_text|>`, else the EOS)."
+    eod, buf = end_of_text_id(tok) if eod is None else eod, []
     def flush():
         for enc in tok.backend_tokenizer.encode_batch(buf, add_special_tokens=False): yield enc.ids + [eod]
         buf.clear()
@@ -94,12 +95,19 @@ def encode_texts(tok, texts, batch: int = 256):
         if len(buf) == batch: yield from flush()
     if buf: yield from flush()
 
+def end_of_turn(tok) -> str:
+    "The token closing an assistant turn: Llama-3's `<|eot_id|>` where the vocabulary has it, else the EOS (ChatML's `<|im_end|>`)."
+    return "<|eot_id|>" if "<|eot_id|>" in tok.get_vocab() else tok.eos_token
+
 def encode_instruct(tok, prompt: str, response: str) -> tuple[list[int], list[int]]:
     "(ids, mask) of one instruction pair in the chat format; mask is 1 on the tokens the loss counts."
     p = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True)
     p = list(p["input_ids"] if isinstance(p, dict) or hasattr(p, "keys") else p)
-    r = tok(response.strip() + "<|eot_id|>", add_special_tokens=False)["input_ids"]
-    return p + r + [end_of_text_id(tok)], [0] * len(p) + [1] * len(r) + [0]
+    eot = end_of_turn(tok)
+    r = tok(response.strip() + eot, add_special_tokens=False)["input_ids"]
+    end = end_of_text_id(tok)
+    tail = [] if r[-1:] == [end] else [end]    # the turn ends, then the document (ChatML: the end of turn is both)
+    return p + r + tail, [0] * len(p) + [1] * len(r) + [0] * len(tail)
 
 # %% ../nbs/02_tokens.ipynb
 def unigram_entropy(counts: Counter) -> float:
@@ -108,12 +116,12 @@ def unigram_entropy(counts: Counter) -> float:
     p = c / c.sum()
     return float(-(p * np.log(p)).sum())
 
-def write_corpus(tok, texts, prefix: str | Path, vocab_size: int) -> dict:
+def write_corpus(tok, texts, prefix: str | Path, vocab_size: int, eod: int | None = None) -> dict:
     "Tokenize `texts` into `prefix.{bin,idx}`; returns documents, tokens and unigram entropy."
     from sec_nb.trainer import write_indexed
     counts = Counter()
     def docs():
-        for ids in encode_texts(tok, texts):
+        for ids in encode_texts(tok, texts, eod=eod):
             counts.update(ids)
             yield ids
     stats = write_indexed(prefix, docs(), vocab_size=vocab_size)
@@ -123,6 +131,7 @@ def write_instruct(tok, pairs, prefix: str | Path, vocab_size: int) -> dict:
     "Instruction pairs into `prefix.{bin,idx}` and their loss masks into `prefix_mask.{bin,idx}` (uint8)."
     from sec_nb.trainer import write_indexed
     ids_masks = [encode_instruct(tok, p, r) for p, r in pairs]
+    if not ids_masks: raise ValueError(f"{prefix}: no instruction pairs to write")
     stats = write_indexed(prefix, (i for i, _ in ids_masks), vocab_size=vocab_size)
     write_indexed(str(prefix) + "_mask", (m for _, m in ids_masks), dtype=np.uint8)
     return {**stats, "loss_tokens": int(sum(sum(m) for _, m in ids_masks))}

@@ -157,3 +157,45 @@ def test_stage_runs_in_pipeline(tmp_path):
     sweep = json.loads((tmp_path / "merge" / "sweep.json").read_text())
     assert [s["name"] for s in sweep] == ["linear"] and (tmp_path / sweep[0]["path"] / "config.json").exists()
     assert rec["metrics"]["check_loads"]["megatron_finite"]
+
+
+def test_ties_with_the_instruct_model_as_reference_is_instruct_plus_trimmed_update(toy, tmp_path):
+    "No base model (smol): TIES referenced to the instruct model = instruct + trim(CPT - instruct); weights cancel."
+    from sec_nb.merge import merge_positions, no_base_configs
+    _, models, sd = toy
+    m = MergeSpec(dtype="float32")
+    cfgs = no_base_configs(models["cpt"], models["instruct"], m)
+    assert cfgs["ties_self_reference"]["base_model"] == str(models["instruct"])
+    merged = {}
+    for name, c in cfgs.items():
+        run_merge(c, tmp_path / name, m)
+        merged[name] = load_hf_state(tmp_path / name)
+    ins, cpt = sd["instruct"], sd["cpt"]
+    for k in ("model.layers.0.mlp.up_proj.weight", "model.layers.2.self_attn.q_proj.weight", "model.embed_tokens.weight"):
+        want = independent_ties(ins[k], [cpt[k], ins[k]], [0.5, 0.5], [0.75, 1.0])   # any non-zero weights: they cancel
+        assert torch.allclose(merged["ties_self_reference"][k], want, atol=1e-6), k
+    for k in [k for k in ins if k.startswith("model.layers.3.self_attn.")]:          # CPT weight 0: the instruct model
+        assert torch.equal(merged["ties_self_reference"][k], ins[k])
+    pos = merge_positions(merged, ins, cpt, SHAPE.n_layers)
+    assert pos.loc["middle layer mlp", "linear"] == pytest.approx(0.5, abs=1e-3)
+    assert pos.loc["first layer mlp", "slerp"] == pytest.approx(0.25, abs=0.02)
+    assert pos.loc["first layer mlp", "ties_self_reference"] > 0.9
+
+
+def test_stage_without_a_base_model(tmp_path):
+    "sec-nb run --preset smol --only merge where the run has no models/base: linear stands in for Listing 1."
+    toy_merge_inputs(tmp_path, ModelShape(n_layers=2, hidden=32, ffn_hidden=64, n_heads=4, n_kv_heads=2,
+                                          vocab_size=256, seq_len=32))
+    import shutil
+    shutil.rmtree(tmp_path / "models" / "base")
+    r = subprocess.run([str(Path(sys.executable).parent / "sec-nb"), "run", "--no-progress", "--preset", "smol", "--only", "merge",
+                        "--run-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rec = json.loads((tmp_path / "merge" / "stage.json").read_text())
+    assert rec["no_base_model"] and rec["paper_merge_stand_in"] == "linear" and rec["merge_config"]["merge_method"] == "linear"
+    sweep = {s["name"]: s for s in json.loads((tmp_path / "merge" / "sweep.json").read_text())}
+    assert set(sweep) == {"slerp", "ties"} and sweep["ties"]["config"]["base_model"] == str((tmp_path / "models" / "instruct").resolve())
+    pos = rec["positions_instruct0_cpt1"]
+    assert abs(pos["ties"]["last layer self_attn"]) < 0.01 and pos["ties"]["first layer mlp"] > 0.9
+    assert abs(pos["linear (merge/ties)"]["first layer mlp"] - 0.25) < 0.01
+    assert rec["metrics"]["check_ties_tensor"]["frac_beyond_bf16_rounding"] <= 0.01
