@@ -436,7 +436,9 @@ def run_models(run_dir: str | Path, extra: dict[str, str] | None = None) -> dict
     run_dir = Path(run_dir)
     found = {}
     for name, (stage, rel) in RUN_MODELS.items():
-        if (run_dir / rel).exists() or (run_dir / stage / "stage.json").exists(): found[name] = str(run_dir / rel)
+        stage_json = run_dir / stage / "stage.json"     # a stage that lists the model but lost its folder: an error later
+        listed = stage_json.exists() and rel in json.loads(stage_json.read_text()).get("outputs", [])
+        if (run_dir / rel).exists() or listed: found[name] = str(run_dir / rel)
     if (run_dir / "merge" / "sweep.json").exists():
         for d in sorted((run_dir / "merge" / "sweep").glob("*/")):
             if (d / "config.json").exists(): found[f"sweep_{d.name}"] = str(d)
