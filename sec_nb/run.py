@@ -142,6 +142,8 @@ DIGEST_EXCLUDED = (
     "eval/timings.json",                  # seconds per model and suite
     "merge/timings.json",                 # seconds per merge
     "seeds/*",                            # the seed band: runs of their own, each with its own digests
+    "data/scratch/logs/*", "data/scratch/run.json",   # datatrove's task logs and stats (times), the relaunch record (pids)
+    "*/data_cache/*",                      # Megatron's sample-index cache, named by a hash of the dataset's absolute path
 )
 DIGEST_TIMING_FIELDS = {"*metrics.jsonl": ("tokens_per_s",)}    # training logs: per-step throughput
 

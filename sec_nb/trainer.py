@@ -47,9 +47,9 @@ __all__ = ['STOP_FILE', 'HOPPER_ENV', 'SLURM_ACTIVE', 'SLURM_FAILED', 'Parallel'
            'transformer_config', 'build_model', 'EodTokenizer', 'write_indexed', 'MaskedGPTDataset', 'build_dataset',
            'latest_checkpoint', 'run_summary', 'save_checkpoint', 'load_checkpoint', 'init_distributed', 'device',
            'train', 'megatron_state', 'export_hf', 'hf_to_checkpoint', 'resolve_checkpoint', 'checkpoint_shape',
-           'convert_checkpoint', 'load_init', 'data_fingerprint', 'job_dict', 'train_job', 'job_status', 'main',
-           'torchrun_cmd', 'slurm_seconds', 'sbatch_script', 'parse_sacct_state', 'slurm_state', 'slurm_launch',
-           'launch', 'thread_choice', 'parallel_of']
+           'convert_checkpoint', 'load_init', 'data_fingerprint', 'job_dict', 'job_to_file', 'job_from_file',
+           'train_job', 'job_status', 'main', 'torchrun_cmd', 'slurm_seconds', 'sbatch_script', 'parse_sacct_state',
+           'slurm_state', 'slurm_launch', 'launch', 'thread_choice', 'parallel_of']
 
 # %% ../nbs/00_trainer.ipynb
 @dataclasses.dataclass
@@ -541,6 +541,19 @@ def job_dict(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir
             "data_prefixes": [str(p) for p in data_prefixes], "weights": None if weights is None else list(weights),
             "out_dir": str(out_dir), **{k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}}
 
+def job_to_file(job: dict, folder) -> dict:
+    "`job` as its file in `folder` holds it: paths relative to that folder, so reruns elsewhere write the same bytes."
+    rel = lambda p: p if p is None else os.path.relpath(p, folder)
+    return {**job, "data_prefixes": [rel(p) for p in job["data_prefixes"]], "out_dir": rel(job["out_dir"]),
+            **({"init_checkpoint": rel(job["init_checkpoint"])} if "init_checkpoint" in job else {})}
+
+def job_from_file(path) -> dict:
+    "The job written by `job_to_file`, its paths resolved against the file's folder."
+    job, folder = json.loads(Path(path).read_text()), Path(path).resolve().parent
+    res = lambda p: p if p is None else str((folder / p).resolve())
+    return {**job, "data_prefixes": [res(p) for p in job["data_prefixes"]], "out_dir": res(job["out_dir"]),
+            **({"init_checkpoint": res(job["init_checkpoint"])} if "init_checkpoint" in job else {})}
+
 def train_job(job: dict) -> dict:
     j = dict(job)
     j.pop("data_fingerprint", None)
@@ -566,7 +579,7 @@ def main(argv=None):
     ap.add_argument("--distributed-optimizer", dest="distributed_optimizer", action="store_true", default=None)
     ap.add_argument("--status", action="store_true", help="print 'done' or 'partial I/STEPS' and exit")
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    job = json.loads(Path(a.job).read_text())
+    job = job_from_file(a.job)
     if a.status: print(job_status(job)); return
     par = job.setdefault("parallel", {})
     for k in ("tp", "pp", "cp", "vp", "dtype", "recompute", "fp8", "spec", "distributed_optimizer"):
@@ -682,7 +695,7 @@ def slurm_launch(job_path, cluster, work_dir, wait: bool = True, poll_s: float =
     """Submit (or pick up) the SLURM job of `job_path`; with `wait`, block until it ends. Success only when the job
     is COMPLETED *and* its run reached the last step; anything else raises, with the tail of the job's log."""
     work_dir = Path(work_dir)
-    job = json.loads(Path(job_path).read_text())
+    job = job_from_file(job_path)
     rec_path = work_dir / "slurm_job.json"
     rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
     def unfinished(job_id):   # failed, or completed before the last step (stopped, no requeue): (re)submit, resuming
@@ -726,11 +739,12 @@ def launch(job: dict, cluster, work_dir=None, wait: bool = True) -> dict:
     "Run the `train` job `job` as `cluster.launcher` says (inprocess | torchrun | slurm)."
     work_dir = Path(work_dir or job["out_dir"]); work_dir.mkdir(parents=True, exist_ok=True)
     job_path = work_dir / "job.json"
-    if job_path.exists() and json.loads(job_path.read_text()) != json.loads(json.dumps(job)):
+    on_file = job_to_file(json.loads(json.dumps(job)), work_dir)
+    if job_path.exists() and json.loads(job_path.read_text()) != on_file:
         # another job (other data, settings or start weights) ran here before: start afresh, do not resume it
         if Path(job["out_dir"]).resolve() != work_dir.resolve(): job_path.rename(work_dir / "job.previous.json")
         _move_aside(Path(job["out_dir"]))
-    job_path.write_text(json.dumps(job, indent=1))
+    job_path.write_text(json.dumps(on_file, indent=1))
     if cluster.launcher != "slurm": (Path(job["out_dir"]) / STOP_FILE).unlink(missing_ok=True)  # (the sbatch script does it there)
     if cluster.launcher == "inprocess": return train_job(job)
     if cluster.launcher == "torchrun":

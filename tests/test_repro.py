@@ -12,7 +12,7 @@ from conftest import SEC_NB, no_mirror_env, write_stage_nb
 from sec_nb import repro
 from sec_nb.run import DIGEST_EXCLUDED, DIGEST_TIMING_FIELDS, digest_differences, output_digest, tree_digest
 
-# What two runs of one commit may differ in, and nothing else: timings and the executed notebooks.
+# What two runs of one commit may differ in, and nothing else: timings, logs, caches and the executed notebooks.
 EXCLUSIONS = {
     "*/stage.json", "*/stage.tmp",     # the stage records: seconds, start time, library versions
     "notebooks/*",                     # executed notebooks
@@ -21,6 +21,8 @@ EXCLUSIONS = {
     "eval/timings.json",               # seconds per model and suite
     "merge/timings.json",              # seconds per merge
     "seeds/*",                         # seed runs: runs of their own
+    "data/scratch/logs/*", "data/scratch/run.json",   # datatrove's task logs and stats (times), relaunch record
+    "*/data_cache/*",                  # Megatron's index cache: file names hash the dataset's absolute path
 }
 TIMING_FIELDS = {"*metrics.jsonl": ("tokens_per_s",)}   # per-step throughput in the training logs
 

@@ -177,3 +177,19 @@ def test_thread_choice():
         assert thread_choice("auto", gpu)[0] == gpu
     finally:
         torch.set_num_threads(n0); os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def test_job_file_holds_relative_paths(tmp_path):
+    "job.json names its data, output and start checkpoint relative to its folder: a moved run dir reads the same job."
+    import shutil
+    from sec_nb.trainer import job_dict, job_from_file, job_to_file
+    run = tmp_path / "a"
+    job = job_dict(MICRO.cpt, MICRO.model, [run / "tokens" / "x"], None, run / "cpt", eod=0,
+                   init_checkpoint=str(run / "models" / "ck"))
+    (run / "cpt").mkdir(parents=True)
+    (run / "cpt" / "job.json").write_text(json.dumps(job_to_file(job, run / "cpt")))
+    assert str(tmp_path) not in (run / "cpt" / "job.json").read_text()
+    assert job_from_file(run / "cpt" / "job.json") == job
+    shutil.move(run, tmp_path / "b")
+    moved = job_from_file(tmp_path / "b" / "cpt" / "job.json")
+    assert moved["out_dir"] == str(tmp_path / "b" / "cpt") and moved["init_checkpoint"] == str(tmp_path / "b" / "models" / "ck")
