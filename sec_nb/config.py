@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 # %% auto 0
 __all__ = ['LLAMA3_70B', 'LLAMA3_8B', 'MICRO', 'TINY', 'SMALL', 'LLAMA3_70B_PRESET', 'LLAMA3_8B_PRESET', 'PRESETS', 'SMOL',
            'STAGES_DIR', 'ModelShape', 'TrainSpec', 'DataSpec', 'TokenSpec', 'ClusterSpec', 'MergeSpec', 'EvalSpec',
-           'SeedSpec', 'Preset', 'apply_overrides', 'load_preset', 'cache_dir', 'stage_dir', 'project_root']
+           'SeedSpec', 'Preset', 'apply_overrides', 'load_preset', 'cache_dir', 'cache_lock', 'stage_dir',
+           'project_root']
 
 # %% ../nbs/00_config.ipynb
 @dataclass(frozen=True)
@@ -343,6 +345,17 @@ STAGES_DIR = "nbs"
 def cache_dir() -> Path:
     "Where fetched datasets are kept: $SEC_NB_CACHE, else ~/.cache/sec_nb."
     return Path(os.environ.get("SEC_NB_CACHE", Path.home() / ".cache" / "sec_nb")).expanduser()
+
+@contextmanager
+def cache_lock(name: str):
+    "Hold an exclusive lock on `name` in the cache: processes filling the same cache entry (notebooks run in parallel) take turns."
+    import fcntl
+    path = cache_dir() / ".locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 def stage_dir(run_dir: str | Path, stage: str) -> Path:
     "The output folder of `stage` inside `run_dir` (created)."

@@ -24,16 +24,16 @@ from .evalsets import EvalSetError, verify_sets, write_set
 __all__ = ['PREFIX', 'SUITES', 'STAND_INS', 'HARNESS_DIRS', 'HARNESS_TASKS', 'SCALE_WORDS', 'FINARG_CHOICES', 'SHIM',
            'RUN_MODELS', 'SWEEP_SUITES', 'SWEEP_LIMIT_DIV', 'PASSAGE_CHARS', 'GPU_REQUIREMENTS', 'MIN_TASK_CONTEXT',
            'TIDY_COLUMNS', 'ITEM_COLUMNS', 'PPL_METRICS', 'BOOT_ITERS', 'NOUS_NAMES', 'NOUS_DIFFERENCES', 'NOUS_METRIC',
-           'NOUS_GROUPS', 'REFERENCE_EFFECT', 'Z80', 'GENERAL_SUITES', 'PAPER_CLAIMS', 'Fn', 'mc_task', 'generate_task',
-           'ppl_task', 'harness_task', 'task_configs', 'harness_index', 'harness_yaml', 'harness_config',
-           'finben_exact_match', 'span_value', 'numeric_match', 'tatqa_answer_str', 'tatqa_em_f1', 'rouge1',
-           'finben_label', 'finben_macro_f1', 'finben_mcc', 'convfinqa_results', 'tatqa_results', 'finarg_results',
-           'rouge_results', 'n_words', 'ppl_results', 'relative_data_files', 'absolute_data_files', 'write_tasks',
-           'suite_tasks', 'EvalInputError', 'check_model', 'check_tasks', 'check_inputs', 'run_models', 'passages',
-           'sec_heldout_set', 'lm_args', 'check_backend', 'lm_spec', 'context_length', 'offline_env', 'load_lm',
-           'load_tasks', 'evaluate', 'tidy', 'item_rows', 'task_stat', 'bootstrap', 'add_intervals', 'write_tidy',
-           'harness_record', 'nous_task_scores', 'nous_average', 'compare', 'verdict', 'combine', 'portable',
-           'run_eval', 'suite_groups', 'claim_table']
+           'NOUS_GROUPS', 'REFERENCE_EFFECT', 'Z80', 'CONSTANT_VERDICT', 'GENERAL_SUITES', 'PAPER_CLAIMS', 'Fn',
+           'mc_task', 'generate_task', 'ppl_task', 'harness_task', 'task_configs', 'harness_index', 'harness_yaml',
+           'harness_config', 'finben_exact_match', 'span_value', 'numeric_match', 'tatqa_answer_str', 'tatqa_em_f1',
+           'rouge1', 'finben_label', 'finben_macro_f1', 'finben_mcc', 'convfinqa_results', 'tatqa_results',
+           'finarg_results', 'rouge_results', 'n_words', 'ppl_results', 'relative_data_files', 'absolute_data_files',
+           'write_tasks', 'suite_tasks', 'EvalInputError', 'check_model', 'check_tasks', 'check_inputs', 'run_models',
+           'passages', 'sec_heldout_set', 'lm_args', 'check_backend', 'lm_spec', 'context_length', 'offline_env',
+           'load_lm', 'load_tasks', 'evaluate', 'tidy', 'item_rows', 'task_stat', 'bootstrap', 'add_intervals',
+           'write_tidy', 'harness_record', 'nous_task_scores', 'nous_average', 'compare', 'verdict', 'combine',
+           'portable', 'run_eval', 'suite_groups', 'claim_table']
 
 # %% ../nbs/06_eval.ipynb
 PREFIX = "secnb_"
@@ -736,7 +736,7 @@ def compare(items, a: str, b: str, tasks, metric="nous", iters: int = BOOT_ITERS
     groups = [list(g) for g in tasks] if tasks and not isinstance(tasks[0], str) else [list(tasks)]
     metric_of = (lambda t: NOUS_METRIC.get(t, "acc")) if metric == "nous" else (lambda t: metric)
     rng = np.random.default_rng(_seed(a, b, *[t for g in groups for t in g]))
-    point, boots, used, n_items, kind = 0.0, np.zeros(iters), 0, 0, "score"
+    point, boots, used, n_items, kind, varied = 0.0, np.zeros(iters), 0, 0, "score", False
     for g in groups:
         per = _paired(items, a, b, g, metric_of)
         if not per: continue
@@ -746,6 +746,7 @@ def compare(items, a: str, b: str, tasks, metric="nous", iters: int = BOOT_ITERS
             idx = rng.integers(0, len(A), (iters, len(A)))
             gb += _log_or_score(m, A[idx, 0], A[idx, 1]) - _log_or_score(m, B[idx, 0], B[idx, 1])
             n_items += len(A)
+            varied |= bool(np.ptp(np.concatenate([A[:, 0], B[:, 0]])) > 0)
             if m in ("word_perplexity", "byte_perplexity"): kind = "perplexity"
         point, boots, used = point + gp / len(per), boots + gb / len(per), used + 1
     if not used: return None
@@ -753,11 +754,17 @@ def compare(items, a: str, b: str, tasks, metric="nous", iters: int = BOOT_ITERS
     lo, hi = np.percentile(boots, [2.5, 97.5])
     p = min(1.0, 2 * min((boots <= 0).mean(), (boots >= 0).mean()))
     return {"effect": float(point), "ci_low": float(lo), "ci_high": float(hi), "p": float(p),
-            "mdd": float(Z80 * boots.std(ddof=1)), "kind": kind, "groups": used, "items": n_items}
+            "mdd": float(Z80 * boots.std(ddof=1)), "kind": kind, "groups": used, "items": n_items,
+            "constant": not varied}   # every item of both models scores the same (e.g. all 0): nothing separates them
+
+# both models score the same on every item (the floor of a model that knows nothing, or a ceiling): the items
+# cannot tell them apart, so "the same" or "no change" would be read off a measurement that could not differ
+CONSTANT_VERDICT = "inconclusive (every item scores the same for both models)"
 
 def verdict(c: dict | None, expected_sign: int, reference: float | None = None) -> str:
     "agrees / disagrees / inconclusive [(underpowered)] for an effect expected to have `expected_sign` (+1 or -1)."
     if c is None: return "not measured"
+    if c.get("constant"): return CONSTANT_VERDICT
     if c["ci_low"] > 0 or c["ci_high"] < 0:
         return "agrees" if (c["effect"] > 0) == (expected_sign > 0) else "disagrees"
     ref = REFERENCE_EFFECT[c["kind"]] if reference is None else reference
@@ -768,7 +775,8 @@ def combine(verdicts: list[str]) -> str:
     if not verdicts or "not measured" in verdicts: return "not measured"
     if "disagrees" in verdicts: return "disagrees"
     if all(v == "agrees" for v in verdicts): return "agrees"
-    return "inconclusive (underpowered)" if any(v.endswith("(underpowered)") for v in verdicts) else "inconclusive"
+    if any(v.endswith("(underpowered)") for v in verdicts): return "inconclusive (underpowered)"
+    return CONSTANT_VERDICT if CONSTANT_VERDICT in verdicts else "inconclusive"
 
 
 # %% ../nbs/06_eval.ipynb

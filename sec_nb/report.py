@@ -265,6 +265,8 @@ def _fmt(c) -> str:
 def _within(c, band: float) -> str:
     "Verdict of a claim that the effect lies within +-band."
     if c is None: return "not measured"
+    from sec_nb.lmeval import CONSTANT_VERDICT
+    if c.get("constant"): return CONSTANT_VERDICT
     if -band <= c["ci_low"] and c["ci_high"] <= band: return "agrees"
     if c["ci_low"] > band or c["ci_high"] < -band: return "disagrees"
     return "inconclusive (underpowered)" if c["mdd"] > band else "inconclusive"

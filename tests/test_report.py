@@ -110,6 +110,19 @@ def test_difference_smaller_than_its_interval_is_inconclusive():
     assert v8["ConvFinQA improves after CPT and again after merging"] == "inconclusive (underpowered)"
 
 
+def test_models_that_score_zero_everywhere_are_not_called_the_same():
+    "All three models score 0 on every ECTSum item (a miniature's floor): 'within 10%' cannot be read off that."
+    from sec_nb.lmeval import CONSTANT_VERDICT
+    zero = pd.DataFrame([dict(model=m, suite="domain", task="ectsum", metric="rouge1", doc=d, value=0.0, weight=1.0)
+                         for m in ("instruct", "cpt", "merge_ties") for d in range(50)])
+    v = check_insights(normalize(known_results()), zero).set_index("insight (paper)")["verdict"]
+    assert v["summarization ROUGE-1 about the same for all models (within 10%)"] == CONSTANT_VERDICT
+    one = zero.copy()
+    one.loc[(one["model"] == "cpt") & (one["doc"] == 0), "value"] = 0.5       # one item differs: a real (if weak) test
+    v1 = check_insights(normalize(known_results()), one).set_index("insight (paper)")["verdict"]
+    assert v1["summarization ROUGE-1 about the same for all models (within 10%)"] != CONSTANT_VERDICT
+
+
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
     rd = tmp_path_factory.mktemp("run")
