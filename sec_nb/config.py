@@ -294,7 +294,10 @@ SMOL = Preset(
     tokens=TokenSpec(tokenizer="smollm2_135m_instruct", vocab_size=49152, eod_token="<|endoftext|>"),
     # merge/ties: linear with Listing 1's weights (no base model: 05_merge); beside it SLERP and TIES self-referenced
     merge=MergeSpec(sweep_methods=("slerp", "ties")),
-    eval=EvalSpec(limit=50, batch_size=8, max_gen_toks=64),
+    # items a task, from a measured rate (below): powered where the paper's effects are large, labelled underpowered elsewhere
+    eval=EvalSpec(limit=10, batch_size=8, max_gen_toks=64,
+                  suite_limits=("domain_ppl:100", "general_ppl:20", "gpt4all:50", "truthfulqa:25",
+                                "agieval:10", "bbh:10", "domain:10")),
     paper_refs={
         "model": "stands in for Llama-3-70B-Instruct (§4): a real instruct model, 520 times smaller",
         "base_model": "Listing 1's base (Meta-Llama-3-70B) has no counterpart here: see 05_merge",

@@ -519,9 +519,11 @@ def context_length(suite: str, cfg, model_config=None) -> int | None:
     are shorter than some answer choices, which lm-eval refuses; their tasks run at 256 tokens (RoPE has no hard
     limit; what lies beyond the trained length is extrapolation, a limit of the miniature, not of the method).
     A model with learned absolute positions (GPT-2's `n_positions`) has a hard limit: never beyond it.
-    At paper scale: the model's own."""
-    if not cfg.miniature: return None
-    n = cfg.model.seq_len if suite.endswith("ppl") else max(cfg.model.seq_len, MIN_TASK_CONTEXT)
+    Perplexity windows are the trained context at every scale (`smol`: 512 tokens, where SmolLM2's own limit
+    is 8192; Llama-3-70B: 8192, its own). Other tasks beyond the miniatures: the model's own context."""
+    if suite.endswith("ppl"): n = cfg.model.seq_len
+    elif not cfg.miniature: return None
+    else: n = max(cfg.model.seq_len, MIN_TASK_CONTEXT)
     hard = getattr(model_config, "n_positions", None)
     return min(n, hard) if isinstance(hard, int) else n
 

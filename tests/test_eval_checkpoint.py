@@ -45,3 +45,12 @@ def test_learned_positions_cap_the_context():
     assert context_length("domain", CFG, GPT2Config(n_positions=128)) == 128       # not 256: GPT-2 has no positions beyond
     assert context_length("domain", CFG, LlamaConfig()) == 256                     # RoPE: the miniature's task context
     assert context_length("domain_ppl", CFG, GPT2Config(n_positions=128)) == CFG.model.seq_len
+
+
+def test_perplexity_windows_are_the_trained_context_beyond_the_miniatures():
+    "smol: 512-token windows (its CPT context), not SmolLM2's 8192; its tasks keep the model's own context."
+    from transformers import LlamaConfig
+    from sec_nb.config import load_preset
+    smol = load_preset("smol")
+    assert context_length("general_ppl", smol, LlamaConfig(max_position_embeddings=8192)) == 512
+    assert context_length("gpt4all", smol, LlamaConfig(max_position_embeddings=8192)) is None
