@@ -155,14 +155,16 @@ def publish_reference(preset: str, run_dir: str | Path, params: dict | None = No
         log(f"reference: not published (stages not current: {', '.join(stale)})"); return None
     report = read_stage(run_dir, "report")
     files = [run_dir / o for o in report.get("outputs", []) if (run_dir / o).is_file()]
-    dest = root / REFERENCE_DIRS[preset]
+    seeds = sorted(p.name for p in (run_dir / "seeds").glob("seed*") if (p / "eval").exists()) \
+        if (run_dir / "seeds").exists() else []
+    # the main job's figures and the seed band's live apart: a clean clone's main job (no seed runs) then
+    # reproduces its folder byte for byte, and `sec-nb seeds` rewrites only the seeds/ folder
+    dest = root / REFERENCE_DIRS[preset] / ("seeds" if seeds else "")
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.iterdir():                      # the previous figures; README.md and sub-folders stay
         if old.is_file() and old.name != "README.md": old.unlink()
     for f in files: shutil.copyfile(f, dest / f.name)
     parts = fingerprint_parts(preset, root)
-    seeds = sorted(p.name for p in (run_dir / "seeds").glob("seed*") if (p / "eval").exists()) \
-        if (run_dir / "seeds").exists() else []
     (dest / "FINGERPRINT.json").write_text(json.dumps(
         {"preset": preset, "fingerprint": combine(parts), "commit": git_commit(root), "seed_runs": seeds,
          "files": sorted(f.name for f in files), "parts": parts}, indent=1, sort_keys=True) + "\n")

@@ -73,3 +73,11 @@ def test_run_publishes_the_reference_folder_with_its_fingerprint(stage_nbs, tmp_
     assert (ref / "figure1.csv").read_text() == "a,b\n1,2\n"
     assert repro.reference_status(ref, root)["status"] == "current"
     assert json.loads((ref / "FINGERPRINT.json").read_text())["files"] == ["figure1.csv"]
+    # a run with seed runs beside it publishes the band into seeds/; the main job's folder stays as it was
+    main_bytes = {p.name: p.read_bytes() for p in ref.iterdir() if p.is_file()}
+    (rd / "seeds" / "seed1" / "eval").mkdir(parents=True)
+    (rd / "report" / "figure1.csv").write_text("a,b\n1,3\n")
+    assert repro.publish_reference("micro", rd, log=lambda m: None, root=root) == ref / "seeds"
+    assert (ref / "seeds" / "figure1.csv").read_text() == "a,b\n1,3\n"
+    assert json.loads((ref / "seeds" / "FINGERPRINT.json").read_text())["seed_runs"] == ["seed1"]
+    assert {p.name: p.read_bytes() for p in ref.iterdir() if p.is_file()} == main_bytes
