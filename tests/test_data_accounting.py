@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sec_nb.data import account, build_pipeline, run_sec_pipeline, write_documents
-from tests.test_data import prose, read_gz, write_filings
+from test_data import prose, read_gz, write_filings
 
 
 def test_reader_skips_are_counted(tmp_path):

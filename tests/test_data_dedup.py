@@ -5,7 +5,7 @@ from collections import defaultdict
 import pytest
 
 from sec_nb.data import StableMinhashCluster, minhash_config, run_sec_pipeline
-from tests.test_data import read_gz, submission
+from test_data import read_gz, submission
 
 
 def corpus(root, n=10, copies=4):

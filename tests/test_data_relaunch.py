@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sec_nb.data import run_sec_pipeline
-from tests.test_data import submission
+from test_data import submission
 
 
 def corpus(root, n=8):
