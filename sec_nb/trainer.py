@@ -43,13 +43,13 @@ from .config import ModelShape, TrainSpec
 cpu_shim.apply()
 
 # %% auto 0
-__all__ = ['STOP_FILE', 'HOPPER_ENV', 'SLURM_ACTIVE', 'SLURM_FAILED', 'Parallel', 'use_te', 'check_parallel',
+__all__ = ['STOP_FILE', 'JOB_PATHS', 'HOPPER_ENV', 'SLURM_ACTIVE', 'SLURM_FAILED', 'Parallel', 'use_te', 'check_parallel',
            'transformer_config', 'build_model', 'EodTokenizer', 'write_indexed', 'MaskedGPTDataset', 'build_dataset',
            'latest_checkpoint', 'run_summary', 'save_checkpoint', 'load_checkpoint', 'init_distributed', 'device',
            'train', 'megatron_state', 'export_hf', 'hf_to_checkpoint', 'resolve_checkpoint', 'checkpoint_shape',
-           'convert_checkpoint', 'load_init', 'data_fingerprint', 'job_dict', 'job_to_file', 'job_from_file',
-           'train_job', 'job_status', 'main', 'torchrun_cmd', 'slurm_seconds', 'sbatch_script', 'parse_sacct_state',
-           'slurm_state', 'slurm_launch', 'launch', 'thread_choice', 'parallel_of']
+           'convert_checkpoint', 'load_init', 'data_fingerprint', 'job_dict', 'map_job_paths', 'job_to_file',
+           'job_from_file', 'train_job', 'job_status', 'main', 'torchrun_cmd', 'slurm_seconds', 'sbatch_script',
+           'parse_sacct_state', 'slurm_state', 'slurm_launch', 'launch', 'thread_choice', 'parallel_of']
 
 # %% ../nbs/00_trainer.ipynb
 @dataclasses.dataclass
@@ -541,18 +541,22 @@ def job_dict(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir
             "data_prefixes": [str(p) for p in data_prefixes], "weights": None if weights is None else list(weights),
             "out_dir": str(out_dir), **{k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}}
 
+JOB_PATHS = ("data_prefixes", "out_dir", "init_checkpoint")   # a job's paths (data_prefixes: a list of them)
+
+def map_job_paths(job: dict, f) -> dict:
+    "`job` with `f` applied to each of its paths (`JOB_PATHS`, where present); None stays None."
+    g = lambda p: p if p is None else f(p)
+    return {**job, **{k: [g(p) for p in v] if isinstance(v, (list, tuple)) else g(v)
+                      for k, v in job.items() if k in JOB_PATHS}}
+
 def job_to_file(job: dict, folder) -> dict:
     "`job` as its file in `folder` holds it: paths relative to that folder, so reruns elsewhere write the same bytes."
-    rel = lambda p: p if p is None else os.path.relpath(p, folder)
-    return {**job, "data_prefixes": [rel(p) for p in job["data_prefixes"]], "out_dir": rel(job["out_dir"]),
-            **({"init_checkpoint": rel(job["init_checkpoint"])} if "init_checkpoint" in job else {})}
+    return map_job_paths(job, lambda p: os.path.relpath(p, folder))
 
 def job_from_file(path) -> dict:
     "The job written by `job_to_file`, its paths resolved against the file's folder."
     job, folder = json.loads(Path(path).read_text()), Path(path).resolve().parent
-    res = lambda p: p if p is None else str((folder / p).resolve())
-    return {**job, "data_prefixes": [res(p) for p in job["data_prefixes"]], "out_dir": res(job["out_dir"]),
-            **({"init_checkpoint": res(job["init_checkpoint"])} if "init_checkpoint" in job else {})}
+    return map_job_paths(job, lambda p: str((folder / p).resolve()))
 
 def train_job(job: dict) -> dict:
     j = dict(job)
