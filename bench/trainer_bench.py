@@ -30,7 +30,7 @@ def make_data(d: Path, vocab: int):
 
 
 def job(cfg, spec, prefix, out):
-    from sec_nb.trainer import job_dict
+    from sec_nb.launch import job_dict
     return job_dict(spec, cfg.model, [prefix], None, out, eod=0, log_every=0, resume=False)
 
 
@@ -113,7 +113,7 @@ def under_load(a):
              "| layout | tokens/s | vs the default |", "|---|---|---|"]
     for k, v in res.items():
         lines.append(f"| {k} | {statistics.median(v):,.0f} ({min(v):,.0f}-{max(v):,.0f}) | {statistics.median(v) / base:.2f}x |")
-    lines += ["", "`-p threads=auto` (`sec_nb.trainer.thread_choice`) picks one single-threaded data-parallel rank per core "
+    lines += ["", "`-p threads=auto` (`sec_nb.launch.thread_choice`) picks one single-threaded data-parallel rank per core "
               "when the load average says other work holds more than half a core, and all cores as threads of one process "
               "otherwise; the default stays fixed (`threads=0`) so that reruns are byte-identical."]
     with open(a.out, "a") as f: f.write("\n".join(lines) + "\n")

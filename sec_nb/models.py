@@ -25,7 +25,8 @@ def write_generation_config(folder, tokenizer_dir):
 def train_and_export(name: str, spec, shape, prefixes, weights, out: Path, tokenizer_dir: Path, cluster,
                      eod: int, **kw) -> dict:
     "Train (or resume) one model with the project's trainer, export it to `out/name` as an HF folder."
-    from sec_nb.trainer import export_hf, job_dict, launch, parallel_of
+    from sec_nb.launch import job_dict, launch, parallel_of
+    from sec_nb.trainer import export_hf
     job = job_dict(spec, shape, prefixes, weights, out / f"{name}_megatron", eod=eod,
                    parallel=parallel_of(cluster), log_every=max(spec.steps // 5, 1), **kw)
     summary = launch(job, cluster)

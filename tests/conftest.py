@@ -36,6 +36,7 @@ def stage_nbs(tmp_path):
     write_stage_nb(nbs / "03_log.ipynb",
                    "from pathlib import Path\nwith open(Path(run_dir) / 'log.txt', 'a') as f: f.write(preset + '\\n')")
     (nbs / "00_config.ipynb").write_text((nbs / "03_log.ipynb").read_text())  # not a stage: 00
+    (nbs / "02a_lib.ipynb").write_text((nbs / "03_log.ipynb").read_text())    # not a stage: a library beside 02
     (nbs / "index.ipynb").write_text((nbs / "03_log.ipynb").read_text())      # not a stage: no number
     return nbs
 

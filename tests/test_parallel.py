@@ -40,7 +40,8 @@ def runs(tmp_path_factory):
 
 def _run(data, out, nproc, tp=1, pp=1, steps=STEPS, **spec):
     "One training job under torchrun (gloo); returns {iteration: loss}."
-    from sec_nb.trainer import Parallel, job_dict, torchrun_cmd
+    from sec_nb.launch import job_dict, torchrun_cmd
+    from sec_nb.trainer import Parallel
     s = dataclasses.replace(MICRO.cpt, steps=steps, warmup_steps=1, save_every=2, lr=1e-2, **spec)
     job = job_dict(s, MICRO.model, [data / "a"], None, out, eod=0, log_every=0, parallel=Parallel(tp=tp, pp=pp),
                    init_checkpoint=data / "init")
@@ -108,7 +109,7 @@ def test_local_spec_refuses_what_needs_transformer_engine():
 
 def test_preset_switches_reach_the_trainer():
     "recompute, FP8, virtual pipeline, context parallel: from the preset's cluster section to the trainer's flags."
-    from sec_nb.trainer import parallel_of, sbatch_script
+    from sec_nb.launch import parallel_of, sbatch_script
     p = load_preset("llama3-70b", {"cluster.recompute": "selective", "cluster.fp8": "hybrid"})
     par = parallel_of(p.cluster)
     assert (par.tp, par.pp, par.cp, par.vp, par.sp, par.recompute, par.fp8) == (4, 4, 2, 5, True, "selective", "hybrid")

@@ -28,7 +28,7 @@ def data(tmp_path_factory):
 
 
 def _job(data, out):
-    from sec_nb.trainer import job_dict
+    from sec_nb.launch import job_dict
     spec = dataclasses.replace(MICRO.pretrain, steps=STEPS, save_every=0, warmup_steps=2)
     return job_dict(spec, MICRO.model, [data / "a"], None, out, eod=0, log_every=0)
 
@@ -58,7 +58,7 @@ def _signal_when_running(job_id, out, min_steps=3, timeout=180):
 
 
 def test_usr1_saves_and_the_requeued_job_continues(data, tmp_path, slurm_cluster):
-    from sec_nb.trainer import launch, slurm_launch
+    from sec_nb.launch import launch, slurm_launch
     ref = _reference(data, tmp_path)
     cluster = ClusterSpec(launcher="slurm", procs_per_node=1, time_limit="00:30:00", requeue=True)
     out = tmp_path / "run"
@@ -76,7 +76,7 @@ def test_usr1_saves_and_the_requeued_job_continues(data, tmp_path, slurm_cluster
 
 
 def test_signal_must_come_before_the_limit():
-    from sec_nb.trainer import sbatch_script, slurm_seconds
+    from sec_nb.launch import sbatch_script, slurm_seconds
     assert [slurm_seconds(t) for t in ("10", "10:30", "01:00:00", "1-00:00:00", "2-12")] == [600, 630, 3600, 86400, 216000]
     with pytest.raises(ValueError, match="signal_s=600 s is not shorter than time_limit 00:10:00"):
         sbatch_script(ClusterSpec(launcher="slurm", time_limit="00:10:00"), "job.json", "w")
@@ -84,7 +84,7 @@ def test_signal_must_come_before_the_limit():
 
 def test_stopped_without_requeue_is_not_success(data, tmp_path, slurm_cluster):
     "COMPLETED is not enough: the run must have reached its last step. A rerun resubmits and resumes."
-    from sec_nb.trainer import launch
+    from sec_nb.launch import launch
     cluster = ClusterSpec(launcher="slurm", procs_per_node=1, time_limit="00:30:00", requeue=False)
     out, job = tmp_path / "run", _job(data, tmp_path / "run")
     first = launch(job, cluster, wait=False)
@@ -97,7 +97,7 @@ def test_stopped_without_requeue_is_not_success(data, tmp_path, slurm_cluster):
 
 
 def test_states_that_are_not_success():
-    from sec_nb.trainer import SLURM_ACTIVE, SLURM_FAILED, parse_sacct_state
+    from sec_nb.launch import SLURM_ACTIVE, SLURM_FAILED, parse_sacct_state
     assert parse_sacct_state("CANCELLED by 0\n") == "CANCELLED" and parse_sacct_state("") is None
     assert parse_sacct_state("REQUEUED\nRUNNING\n") == "RUNNING"
     for s in ("PREEMPTED", "BOOT_FAIL", "DEADLINE", "UNKNOWN", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT"):
@@ -106,7 +106,7 @@ def test_states_that_are_not_success():
 
 
 def test_time_based_checkpoints_keep_the_last_k(data, tmp_path):
-    from sec_nb.trainer import job_dict, launch
+    from sec_nb.launch import job_dict, launch
     spec = dataclasses.replace(MICRO.pretrain, steps=5, save_every=0, save_minutes=1e-6, keep_checkpoints=2, warmup_steps=1)
     job = job_dict(spec, MICRO.model, [data / "a"], None, tmp_path / "run", eod=0, log_every=0)
     launch(job, dataclasses.replace(MICRO.cluster, launcher="inprocess"))

@@ -33,7 +33,7 @@ def data(tmp_path_factory):
 
 
 def _job(data, out, steps=12, save_every=4):
-    from sec_nb.trainer import job_dict
+    from sec_nb.launch import job_dict
     spec = dataclasses.replace(MICRO.pretrain, steps=steps, save_every=save_every, warmup_steps=2)
     job = job_dict(spec, MICRO.model, [data / "a", data / "b"], [70, 1], out, eod=0, log_every=0)
     path = Path(str(out) + ".json")
@@ -88,8 +88,7 @@ def test_blend_follows_weights(data, tmp_path):
 def test_slurm_two_task_job(data, tmp_path, slurm_cluster):
     "A real sbatch job: 2 tasks of the micro preset (srun + torchrun, gloo), submitted, waited for, picked up again."
     from sec_nb.config import ClusterSpec
-    from sec_nb.trainer import launch
-    from sec_nb.trainer import job_dict
+    from sec_nb.launch import job_dict, launch
     cluster = ClusterSpec(launcher="slurm", nodes=1, procs_per_node=2, time_limit="00:20:00")
     spec = dataclasses.replace(MICRO.pretrain, steps=4, save_every=4)
     job = job_dict(spec, MICRO.model, [data / "a", data / "b"], [70, 1], tmp_path / "run", eod=0, log_every=0)
@@ -135,7 +134,8 @@ def test_prompt_mask_reaches_the_loss_mask(tmp_path):
 
 def test_launch_resumes_only_the_job_it_recorded(data, tmp_path):
     "The same job resumes (here: nothing left to do); new tokens under the same folder start from step 0."
-    from sec_nb.trainer import job_dict, launch, write_indexed
+    from sec_nb.launch import job_dict, launch
+    from sec_nb.trainer import write_indexed
     cluster = dataclasses.replace(MICRO.cluster, launcher="inprocess")
     spec = dataclasses.replace(MICRO.pretrain, steps=3, save_every=3, warmup_steps=1)
     job = lambda prefixes: job_dict(spec, MICRO.model, prefixes, None, tmp_path / "run", eod=0, log_every=0)
@@ -164,7 +164,7 @@ def test_documents_end_in_end_of_text_with_an_instruct_eos(tmp_path):
 def test_thread_choice():
     "threads=0 keeps the preset (and records nothing that varies); n threads; auto uses every core one way or another."
     import torch
-    from sec_nb.trainer import thread_choice
+    from sec_nb.launch import thread_choice
     cpu, gpu = MICRO.cluster, load_preset("small").cluster
     assert thread_choice(0, cpu) == (cpu, {"requested": 0, "procs": 1, "threads": None})
     n0 = torch.get_num_threads()
@@ -182,7 +182,7 @@ def test_thread_choice():
 def test_job_file_holds_relative_paths(tmp_path):
     "job.json names its data, output and start checkpoint relative to its folder: a moved run dir reads the same job."
     import shutil
-    from sec_nb.trainer import job_dict, job_from_file, job_to_file
+    from sec_nb.launch import job_dict, job_from_file, job_to_file
     run = tmp_path / "a"
     job = job_dict(MICRO.cpt, MICRO.model, [run / "tokens" / "x"], None, run / "cpt", eod=0,
                    init_checkpoint=str(run / "models" / "ck"))
