@@ -11,12 +11,16 @@ import os
 from pathlib import Path
 
 # %% auto 0
-__all__ = ['H100_BF16_FLOPS', 'H100_MEM_GB', 'OVERHEAD_GB', 'MFU_SOURCES', 'heldout_perplexity', 'megatron_flops_per_sample',
-           'activation_bytes', 'plan', 'preset_plan', 'mfu_for_days']
+__all__ = ['LOGITS_BUDGET', 'H100_BF16_FLOPS', 'H100_MEM_GB', 'OVERHEAD_GB', 'MFU_SOURCES', 'heldout_perplexity',
+           'megatron_flops_per_sample', 'activation_bytes', 'plan', 'preset_plan', 'mfu_for_days']
 
 # %% ../nbs/04_cpt.ipynb
-def heldout_perplexity(model_dir, texts, seq_len: int, max_tokens: int = 0, batch: int = 8) -> dict:
-    "Perplexity of the HF causal LM in `model_dir` on `texts`, over windows of `seq_len` tokens."
+LOGITS_BUDGET = 1 << 25   # floats of logits a batch may hold (128 MB): a 49k vocabulary x 512 tokens is 100 MB a window
+
+def heldout_perplexity(model_dir, texts, seq_len: int, max_tokens: int = 0, batch: int = 0) -> dict:
+    """Perplexity of the HF causal LM in `model_dir` on `texts`, over windows of `seq_len` tokens. `batch` (0: as
+    many windows as LOGITS_BUDGET allows) bounds memory: smol's 8 windows at once held 1.6 GB of logits and their
+    log-softmax, and a kernel that had run the CPT stage's other cells beside other jobs was killed for memory."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -30,6 +34,7 @@ def heldout_perplexity(model_dir, texts, seq_len: int, max_tokens: int = 0, batc
     if n_win == 0: raise ValueError(f"held-out text too short: {len(ids)} tokens for windows of {seq_len}")
     x = ids[: n_win * seq_len].view(n_win, seq_len)
     y = ids[1: n_win * seq_len + 1].view(n_win, seq_len)
+    batch = batch or max(1, LOGITS_BUDGET // (seq_len * model.config.vocab_size))
     total, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, n_win, batch):
@@ -37,6 +42,8 @@ def heldout_perplexity(model_dir, texts, seq_len: int, max_tokens: int = 0, batc
             total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[i:i + batch].reshape(-1),
                                                        reduction="sum").item()
             n += y[i:i + batch].numel()
+    del model, logits
+    import gc; gc.collect()          # callers load one model after another: give each one's memory back
     return {"perplexity": math.exp(total / n), "loss": total / n, "tokens": n}
 
 # %% ../nbs/04_cpt.ipynb

@@ -54,3 +54,15 @@ def test_perplexity_windows_are_the_trained_context_beyond_the_miniatures():
     smol = load_preset("smol")
     assert context_length("general_ppl", smol, LlamaConfig(max_position_embeddings=8192)) == 512
     assert context_length("gpt4all", smol, LlamaConfig(max_position_embeddings=8192)) is None
+
+
+def test_heldout_perplexity_does_not_depend_on_its_memory_bound(tmp_path, monkeypatch):
+    "The CPT stage's perplexity check batches windows to fit a logits budget: the number is the same either way."
+    import sec_nb.cpt as cpt
+    texts = [f"Item {i}. The registrant reported revenue of {i * 7} million dollars in fiscal {2000 + i}." for i in range(60)]
+    folder, tok = make_gpt2(tmp_path / "m", texts)
+    one = cpt.heldout_perplexity(folder, texts, 32, batch=1)
+    monkeypatch.setattr(cpt, "LOGITS_BUDGET", 3 * 32 * len(tok))      # three windows a batch
+    three = cpt.heldout_perplexity(folder, texts, 32)
+    assert one["tokens"] == three["tokens"] > 32 * 10
+    assert math.isclose(one["perplexity"], three["perplexity"], rel_tol=1e-5)
