@@ -65,6 +65,7 @@ class TrainSpec:
     save_every: int = 0      # checkpoint interval in steps (0: only at the end)
     save_minutes: float = 0  # also a checkpoint every this many minutes of wall time (0: off)
     keep_checkpoints: int = 0  # keep the newest k checkpoints of the run (0: all)
+    async_save: bool = False   # write checkpoints in the background while training goes on (dist_checkpointing async)
 
     def tokens(self, seq_len: int) -> int: return self.steps * self.global_batch * seq_len
 
@@ -242,7 +243,7 @@ LLAMA3_70B_PRESET = Preset(
     sft=TrainSpec(steps=0, micro_batch=1, global_batch=512, lr=0, min_lr=0, warmup_steps=0),
     # 70B SEC + 1B general tokens = 71B tokens at 512 x 8192 tokens per step
     cpt=TrainSpec(steps=71_000_000_000 // (512 * 8192), micro_batch=1, global_batch=512, lr=1e-5, min_lr=1e-6,
-                  warmup_steps=200, save_every=500, save_minutes=120, keep_checkpoints=3),
+                  warmup_steps=200, save_every=500, save_minutes=120, keep_checkpoints=3, async_save=True),
     data=DataSpec(source="s3://sec-filings/raw/", output="s3://sec-filings/clean/", executor="slurm",
                   tasks=1024, workers=64),
     tokens=TokenSpec(tokenizer="meta-llama/Meta-Llama-3-70B-Instruct", vocab_size=128256,
@@ -265,6 +266,7 @@ LLAMA3_70B_PRESET = Preset(
         "merge": "TIES with mergekit, Listing 1 (§5)",
         "cpt.lr": "not given in the paper; our choice",
         "cpt.global_batch": "not given in the paper; our choice",
+        "cpt.async_save": "not in the paper: Megatron's async save, so that a ~1 TB checkpoint does not idle 32 GPUs (04a)",
     },
 )
 

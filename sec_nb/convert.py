@@ -5,6 +5,7 @@
 # %% ../nbs/04c_convert.ipynb 2
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -170,13 +171,16 @@ def build_gpt_model(shape: ModelShape, config=None, **config_overrides):
                     rotary_base=int(shape.rope_theta), share_embeddings_and_output_weights=shape.tie_embeddings)
 
 def init_megatron(seed: int = 0, port: int | None = None):
-    "Single-process (tensor/pipeline parallel 1) Megatron state, if none exists yet; on a CPU, the device shim."
+    """Tensor/pipeline parallel 1 Megatron state, if none exists yet; on a CPU, the device shim. Under torchrun (RANK
+    in the environment) the process group is torchrun's, all of its processes data-parallel; else one process."""
     import torch.distributed as dist
     import megatron.core.models.gpt.gpt_layer_specs, megatron.core.models.gpt.gpt_model  # noqa: F401 (shim after import)
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel.random import initialize_rng_tracker, model_parallel_cuda_manual_seed
     from sec_nb import cpu_shim
     cpu_shim.apply()                     # no-op when CUDA is available
+    if not dist.is_initialized() and "RANK" in os.environ:     # torchrun's rendezvous, from its environment
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if not dist.is_initialized():
         if port is None:                 # a free port: other jobs on the machine may hold the usual ones
             with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
@@ -247,11 +251,13 @@ _ST_TORCH = {v: k for k, v in _ST_DTYPES.items()}
 
 class SafetensorsSource:
     """The tensors of an HF folder's safetensors files, read one at a time with plain reads (not memory-mapped: mapped
-    pages would stay resident and count against the process), in their stored dtype."""
+    pages would stay resident and count against the process), in their stored dtype. It counts what it reads
+    (`tensors_read`, `bytes_read`, `names_read`): under torchrun, what this rank read of the model."""
     def __init__(self, folder):
         self.folder = Path(folder)
         files = sorted(self.folder.glob("*.safetensors"))
         if not files: raise FileNotFoundError(f"no *.safetensors in {folder}")
+        self.tensors_read, self.bytes_read, self.names_read = 0, 0, []
         self.where = {}
         for f in files:
             with open(f, "rb") as fh:
@@ -269,7 +275,11 @@ class SafetensorsSource:
         buf = bytearray(end - start)
         with open(f, "rb") as fh:
             fh.seek(base + start); fh.readinto(buf)
+        self.tensors_read += 1; self.bytes_read += len(buf); self.names_read.append(name)
         return torch.frombuffer(buf, dtype=_ST_TORCH[v["dtype"]]).reshape(v["shape"])
+    def nbytes(self, names=None) -> int:
+        "Bytes of the tensors `names` (default: all) as stored."
+        return sum(self.where[n][2]["data_offsets"][1] - self.where[n][2]["data_offsets"][0] for n in (names or self.where))
     def dtype(self) -> torch.dtype:
         return _ST_TORCH[self.where["model.norm.weight"][2]["dtype"]]
 
@@ -314,11 +324,34 @@ def _meta_sharded_items(shape: ModelShape, dtype: torch.dtype):
         else:
             yield name, sh
 
-def stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape: ModelShape | None = None, common: dict | None = None) -> Path:
+def _rank_world() -> tuple[int, int]:
+    "(rank, number of processes): torchrun's, its process group set up if need be; (0, 1) in a plain process."
+    import torch.distributed as dist
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1: init_megatron()
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+def _share(sizes: list, world: int) -> list:
+    """The rank that handles each item of `sizes` (bytes, in model order): `world` runs of consecutive items of about
+    equal bytes (an item goes to the rank in whose 1/world of the total its middle byte falls), so each rank takes
+    neighbouring layers and the ranks' totals differ by at most one item. Every rank computes the same split."""
+    total, acc, owner = sum(sizes) or 1, 0, []
+    for s in sizes:
+        owner.append(min(world - 1, (2 * acc + s) * world // (2 * total))); acc += s
+    return owner
+
+def stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape: ModelShape | None = None, common: dict | None = None,
+                            source: SafetensorsSource | None = None) -> Path:
     """HF Llama folder -> Megatron torch_dist checkpoint, tensor by tensor: each layer's tensors are read from the
-    safetensors files (memory-mapped, in their stored dtype), packed and written before the next is read, so the
-    peak is about one packed tensor and its inputs, never the model. Single process; the checkpoint reshards to any
-    TP/PP layout when a training job loads it (as `init_checkpoint`)."""
+    safetensors files (plain reads, in their stored dtype), packed and written before the next is read, so the
+    peak is about one packed tensor and its inputs, never the model. The checkpoint reshards to any TP/PP layout
+    when a training job loads it (as `init_checkpoint`).
+
+    Under torchrun (N processes) the checkpoint's chunks are split over the ranks by bytes (`_share`): each rank
+    reads only the HF tensors of its own chunks and writes them to its own file (`__{rank}_0.distcp`); rank 0 writes
+    the index of all of them (gathered by torch.distributed.checkpoint), `common.pt` and `metadata.json`. The chunks
+    are those of a one-process conversion, in N files instead of one. `source`: the reader of `hf_dir` to use (its
+    counters tell what this rank read)."""
+    import torch.distributed as dist
     from torch.distributed.checkpoint import FileSystemWriter
     from torch.distributed.checkpoint import save as dcp_save
     from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
@@ -326,18 +359,20 @@ def stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape: ModelShape | None = None, c
     from torch.distributed.checkpoint.planner import SavePlan, TensorWriteData, WriteItem, WriteItemType
     from megatron.core.dist_checkpointing.mapping import ShardedObject
     init_megatron()
+    rank, world = _rank_world()
     shape = shape or shape_from_hf(hf_dir)
-    src = SafetensorsSource(hf_dir)
+    src = source or SafetensorsSource(hf_dir)
     names = set(src.keys()) - ({"lm_head.weight"} if shape.tie_embeddings else set())
     _check_keys(dict.fromkeys(names), hf_names(shape), f"HF ({hf_dir})")     # every name checked before any write
     dtype = src.dtype()
     producers = _megatron_producers(src, shape)
-    items, make = [], {}
+    items, make, nbytes = [], {}, []
     for name, sh in _meta_sharded_items(shape, dtype):
         if isinstance(sh, ShardedObject):
             idx = MetadataIndex(sh.unique_key)
             items.append(WriteItem(index=idx, type=WriteItemType.BYTE_IO))
             make[idx] = (lambda obj: lambda: _bytes(obj))(sh.data)
+            nbytes.append(0)
             continue
         offsets = torch.Size(sh.global_offset)
         sizes = torch.Size((1,) * sh.prepend_axis_num + tuple(sh.local_shape))
@@ -349,32 +384,41 @@ def stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape: ModelShape | None = None, c
         if isinstance(fn, tuple):                    # fc1: gate chunk at row 0, up chunk after it
             fn = fn[0] if offsets[sh.prepend_axis_num] == 0 else fn[1]
         make[idx] = (lambda f, s: lambda: f().to(dtype).reshape(s).contiguous())(fn, sizes)
+        nbytes.append(math.prod(sizes) * torch.tensor([], dtype=dtype).element_size())
+    mine = [it for it, r in zip(items, _share(nbytes, world)) if r == rank]      # one process: all, in order
 
-    class Planner(DefaultSavePlanner):     # the plan is the list above; each tensor is made when it is written
+    class Planner(DefaultSavePlanner):     # the plan is this rank's list; each tensor is made when it is written
         def set_up_planner(self, state_dict, storage_meta=None, is_coordinator=True):
             self.state_dict, self.is_coordinator, self.mappings = {}, is_coordinator, {}
             self.flatten_state_dict = False
         def create_local_plan(self):
-            self.plan = SavePlan(items); return self.plan
+            self.plan = SavePlan(mine); return self.plan
         def resolve_data(self, write_item): return make[write_item.index]()
 
     ckpt_dir = Path(ckpt_dir); ckpt_dir.mkdir(parents=True, exist_ok=True)
     dcp_save({}, storage_writer=FileSystemWriter(str(ckpt_dir), thread_count=1, single_file_per_rank=True),
-             planner=Planner(), no_dist=True)
-    strip_storage_meta(ckpt_dir)
-    torch.save({"iteration": 0, "shape": dataclasses.asdict(shape), **(common or {})}, ckpt_dir / "common.pt")
-    (ckpt_dir / "metadata.json").write_text(json.dumps(
-        {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch", "common_backend_version": 1}))
+             planner=Planner(), no_dist=world == 1)
+    if rank == 0:
+        strip_storage_meta(ckpt_dir)
+        torch.save({"iteration": 0, "shape": dataclasses.asdict(shape), **(common or {})}, ckpt_dir / "common.pt")
+        (ckpt_dir / "metadata.json").write_text(json.dumps(
+            {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch", "common_backend_version": 1}))
+    if world > 1: dist.barrier()          # every rank returns once the checkpoint is complete
     return ckpt_dir
 
-def strip_storage_meta(ckpt_dir):
+def strip_storage_meta(ckpt_dir, sort_index: bool = False):
     """PyTorch's checkpoint index records the folder's absolute path and random save ids (`storage_meta`): drop them,
-    so that the same run writes the same bytes anywhere (the reader supplies an empty record)."""
+    so that the same run writes the same bytes anywhere (the reader supplies an empty record). `sort_index`: also put
+    the index's storage records in key order; the trainer's writer processes report them in the order they finish,
+    which varies from save to save (a synchronous and an async save of the same state differ only there)."""
     import pickle
     p = Path(ckpt_dir) / ".metadata"
     md = pickle.loads(p.read_bytes())
-    if getattr(md, "storage_meta", None) is not None:
+    key = lambda i: (i.fqn, tuple(i.offset) if i.offset is not None else (), -1 if i.index is None else i.index)
+    order = sorted(md.storage_data, key=key) if sort_index else list(md.storage_data)
+    if getattr(md, "storage_meta", None) is not None or order != list(md.storage_data):
         md.storage_meta = None
+        md.storage_data = {k: md.storage_data[k] for k in order}
         p.write_bytes(pickle.dumps(md))
 
 def _bytes(obj) -> io.BytesIO:
@@ -390,12 +434,14 @@ class _CheckpointReader:
         self.dir = Path(ckpt_dir)
         if not (self.dir / ".metadata").exists(): raise FileNotFoundError(f"{ckpt_dir}: no .metadata (not a torch_dist checkpoint)")
         self.md = FileSystemReader(str(self.dir)).read_metadata()
+        self.chunks_read, self.bytes_read = 0, 0         # what this process read (under torchrun: this rank)
     def dtype(self, key) -> torch.dtype: return self.md.state_dict_metadata[key].properties.dtype
     def _chunk(self, key, offsets) -> torch.Tensor:
         from torch.distributed.checkpoint.metadata import MetadataIndex
         info = self.md.storage_data[MetadataIndex(key, torch.Size(offsets))]
         with open(self.dir / info.relative_path, "rb") as f:
             f.seek(info.offset); data = io.BytesIO(f.read(info.length))
+        self.chunks_read += 1; self.bytes_read += info.length
         return torch.load(data, weights_only=True)
     def get(self, key: str, layer: int | None = None) -> torch.Tensor:
         "The whole tensor `key` (of decoder layer `layer`, for the layer-stacked keys)."
@@ -443,46 +489,59 @@ def _hf_shapes(shape: ModelShape) -> dict:
     return s
 
 def stream_checkpoint_to_hf(ckpt_dir, hf_dir, shape: ModelShape, tokenizer=None, dtype: torch.dtype | None = None,
-                            shard_bytes: int = 5 * 2**30) -> Path:
+                            shard_bytes: int = 5 * 2**30, reader: _CheckpointReader | None = None) -> Path:
     """Megatron torch_dist checkpoint -> HF LlamaForCausalLM folder, tensor by tensor, in the checkpoint's dtype
     (or `dtype`): each safetensors shard's header is written first (names, shapes, offsets are known from the
-    shape), then each tensor's bytes as it is assembled from the checkpoint's chunks; no model is built."""
-    ck = _CheckpointReader(ckpt_dir)
+    shape), then each tensor's bytes as it is assembled from the checkpoint's chunks; no model is built.
+
+    Under torchrun (N processes) the shards are split over the ranks by bytes (`_share`); each rank reads the chunks
+    of its own shards' tensors only (a fused QKV or gate/up tensor whose parts straddle two ranks' shards is read by
+    both) and rank 0 writes the index and the config. The shard layout does not depend on N: the files are the same
+    bytes as a one-process export's. `reader`: the checkpoint reader to use (its counters tell what this rank read)."""
+    import torch.distributed as dist
+    rank, world = _rank_world()
+    ck = reader or _CheckpointReader(ckpt_dir)
     dtype = dtype or ck.dtype("decoder.final_layernorm.weight")
     shapes, prod = _hf_shapes(shape), _hf_producers(ck, shape)
     order = [n for first in prod for n in prod[first][0]]
+    group_of = {n: first for first in prod for n in prod[first][0]}
     nbytes = {n: math.prod(shapes[n]) * torch.tensor([], dtype=dtype).element_size() for n in order}
     shards, cur, size = [], [], 0
     for n in order:                                   # shards of at most shard_bytes (a tensor is never split)
         if cur and size + nbytes[n] > shard_bytes: shards.append(cur); cur, size = [], 0
         cur.append(n); size += nbytes[n]
     shards.append(cur)
+    owner = _share([sum(nbytes[n] for n in s) for s in shards], world)
+    wanted = {n for s, r in zip(shards, owner) if r == rank for n in s}
     hf_dir = Path(hf_dir); hf_dir.mkdir(parents=True, exist_ok=True)
     files = [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))] if len(shards) > 1 else ["model.safetensors"]
     pending, weight_map = {}, {}
-    for names, fname in zip(shards, files):
+    for names, fname, r in zip(shards, files, owner):
         header, off = {"__metadata__": {"format": "pt"}}, 0
         for n in names:
             header[n] = {"dtype": _ST_DTYPES[dtype], "shape": list(shapes[n]), "data_offsets": [off, off + nbytes[n]]}
             off += nbytes[n]; weight_map[n] = fname
+        if r != rank: continue                        # another rank's shard
         head = json.dumps(header, separators=(",", ":")).encode()
         head += b" " * (-len(head) % 8)
         with open(hf_dir / fname, "wb") as f:
             f.write(len(head).to_bytes(8, "little")); f.write(head)
             for n in names:
-                if n not in pending:
-                    group, fn = prod[n]
-                    pending.update(zip(group, fn()))
+                if n not in pending:                  # read its group (q, k, v / gate, up) once; keep what is ours
+                    group, fn = prod[group_of[n]]
+                    pending.update((g, t) for g, t in zip(group, fn()) if g in wanted)
                 t = pending.pop(n).to(dtype).contiguous()
                 if tuple(t.shape) != tuple(shapes[n]): raise ValueError(f"{ckpt_dir}: {n} has shape {tuple(t.shape)}, the shape says {shapes[n]}")
                 f.write(memoryview(t.view(torch.uint8).numpy()))   # no copy
                 del t
-    if len(shards) > 1:
-        (hf_dir / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {"total_size": sum(nbytes.values())}, "weight_map": weight_map}, indent=1))
-    cfg = hf_config(shape, tokenizer)
-    cfg.dtype, cfg.architectures = dtype, ["LlamaForCausalLM"]     # as save_pretrained writes it (mergekit reads it)
-    cfg.save_pretrained(str(hf_dir))
-    if tokenizer is not None: tokenizer.save_pretrained(str(hf_dir))
+    if rank == 0:
+        if len(shards) > 1:
+            (hf_dir / "model.safetensors.index.json").write_text(json.dumps(
+                {"metadata": {"total_size": sum(nbytes.values())}, "weight_map": weight_map}, indent=1))
+        cfg = hf_config(shape, tokenizer)
+        cfg.dtype, cfg.architectures = dtype, ["LlamaForCausalLM"]     # as save_pretrained writes it (mergekit reads it)
+        cfg.save_pretrained(str(hf_dir))
+        if tokenizer is not None: tokenizer.save_pretrained(str(hf_dir))
+    if world > 1: dist.barrier()                      # every rank returns once the folder is complete
     return hf_dir
 

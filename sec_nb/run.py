@@ -427,12 +427,18 @@ def _convert_arguments(p):
     p.add_argument("src"); p.add_argument("dst")
     p.add_argument("--tokenizer", help="megatron-to-hf: a tokenizer folder to save beside the weights")
 
-@command("convert", "HF Llama folder <-> Megatron dist checkpoint (shape from the source)", _convert_arguments)
+@command("convert", "HF Llama folder <-> Megatron dist checkpoint (shape from the source); under torchrun "
+         "(`torchrun --nproc_per_node=N --no-python sec-nb convert ...`) each rank converts its share", _convert_arguments)
 def convert_command(a) -> int:
+    import torch.distributed as dist
     from sec_nb.trainer import convert_checkpoint
-    try: print(convert_checkpoint(a.direction, a.src, a.dst, a.tokenizer))
+    try:
+        out = convert_checkpoint(a.direction, a.src, a.dst, a.tokenizer)
+        if os.environ.get("RANK", "0") == "0": print(out)
     except (FileNotFoundError, ValueError) as e:
         print(f"sec-nb: {e}", file=sys.stderr); return 1
+    finally:
+        if dist.is_initialized(): dist.destroy_process_group()
     return 0
 
 # %% ../nbs/00_run.ipynb

@@ -34,6 +34,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 import megatron.core.dist_checkpointing.strategies.torch  # noqa: F401  (imported before the shim is applied)
 import megatron.core.dist_checkpointing.strategies.state_dict_saver  # noqa: F401
 import megatron.core.dist_checkpointing.strategies.filesystem_async as _fs_async
+from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
 from . import cpu_shim
 from .config import ModelShape, TrainSpec
@@ -42,9 +43,9 @@ cpu_shim.apply()
 
 # %% auto 0
 __all__ = ['STOP_FILE', 'Parallel', 'use_te', 'check_parallel', 'transformer_config', 'build_model', 'EodTokenizer',
-           'write_indexed', 'MaskedGPTDataset', 'build_dataset', 'latest_checkpoint', 'run_summary', 'save_checkpoint',
-           'load_checkpoint', 'init_distributed', 'device', 'train', 'megatron_state', 'export_hf', 'hf_to_checkpoint',
-           'resolve_checkpoint', 'checkpoint_shape', 'convert_checkpoint', 'load_init']
+           'write_indexed', 'MaskedGPTDataset', 'build_dataset', 'latest_checkpoint', 'run_summary', 'async_saves',
+           'save_checkpoint', 'load_checkpoint', 'init_distributed', 'device', 'train', 'megatron_state', 'export_hf',
+           'hf_to_checkpoint', 'resolve_checkpoint', 'checkpoint_shape', 'convert_checkpoint', 'load_init']
 
 # %% ../nbs/04a_trainer.ipynb
 @dataclasses.dataclass
@@ -193,10 +194,23 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     d = Path(out_dir) / "checkpoints" / f.read_text().strip()
     return d if d.exists() else None
 
-def _fast_results_queue():
-    # dist_checkpointing's writer hands results back through a queue made by a *spawned* Manager process
-    # (7 s on a small CPU). We save synchronously, in this process: a plain thread-safe queue does the same job.
-    if _fs_async._results_queue is None: _fs_async._results_queue = queue.Queue()
+_async_results = None      # the results queue of async saves: one per process, made at the first one
+
+def _results_queue(async_save: bool = False):
+    """dist_checkpointing's writer hands its results back through a module-level queue, by default one made by a
+    *spawned* Manager process (7 s on a small CPU). A synchronous save runs the writer in this process: a plain
+    thread-safe queue does the same job. An async save runs it in a *forked* child, which needs a queue between
+    processes: a Manager forked from this process starts in milliseconds, and it holds the results itself, so a big
+    rank's write report (thousands of tensors at 70B) cannot fill a pipe and stall the child that sends it."""
+    global _async_results
+    if not async_save:
+        if not isinstance(_fs_async._results_queue, queue.Queue): _fs_async._results_queue = queue.Queue()
+        return
+    if _async_results is None:
+        import multiprocessing as mp
+        manager = mp.get_context("fork").Manager()
+        _async_results = (manager, manager.Queue())         # the manager must outlive its queue
+    _fs_async._results_queue = _async_results[1]
 
 def run_summary(out_dir) -> dict:
     "What a finished (or stopped) run left: its losses, last iteration and latest checkpoint (relative to `out_dir`)."
@@ -215,29 +229,56 @@ def _model_sharded(model) -> dict:
     return {f"model{i}": m.sharded_state_dict() for i, m in enumerate(ch)}
 
 def _prune(out_dir, keep: int):
-    "Keep the newest `keep` checkpoints of this run (0: all). Only `iter_*` folders this job wrote are here."
+    """Keep the newest `keep` complete checkpoints of this run (0: all), and always the one `latest` names. Only
+    `iter_*` folders this job wrote are here; one without `metadata.json` (written last: a save killed half-way) is
+    neither counted nor removed (a rerun of that iteration writes over it)."""
     if keep <= 0: return
     import shutil
-    for d in sorted((Path(out_dir) / "checkpoints").glob("iter_*"))[:-keep]: shutil.rmtree(d, ignore_errors=True)
+    latest = latest_checkpoint(out_dir)
+    done = [d for d in sorted((Path(out_dir) / "checkpoints").glob("iter_*")) if (d / "metadata.json").exists()]
+    for d in done[:-keep]:
+        if d != latest: shutil.rmtree(d, ignore_errors=True)
 
-def save_checkpoint(out_dir, it: int, model, opt, sched, extra: dict, shape: ModelShape | None = None, keep: int = 0):
+def _mark_latest(out_dir, d: Path, keep: int):
+    "Once checkpoint `d` is complete on every rank: its index stripped of paths, `latest` names it, old ones pruned."
+    dist.barrier()
+    if dist.get_rank() == 0:
+        from sec_nb.convert import strip_storage_meta
+        strip_storage_meta(d, sort_index=True)   # no absolute path, random ids or finishing order in its index
+        (Path(out_dir) / "checkpoints" / "latest").write_text(d.name)
+        _prune(out_dir, keep)
+    dist.barrier()
+
+def async_saves(enabled: bool):
+    """The queue of a run's async saves (Megatron's `AsyncCallsQueue`), or None for synchronous saves. Its worker is a
+    process *forked* at each save (not the persistent, spawned one): the child sees the weights as they were at the
+    fork, copy-on-write, while this process trains on; on GPU the tensors are first copied to host memory."""
+    return AsyncCallsQueue(persistent=False) if enabled else None
+
+def save_checkpoint(out_dir, it: int, model, opt, sched, extra: dict, shape: ModelShape | None = None, keep: int = 0,
+                    saves: AsyncCallsQueue | None = None):
+    """Save `checkpoints/iter_{it}`. Synchronous by default: on return it is complete, `latest` names it, older ones
+    beyond `keep` are gone. With `saves` (from `async_saves(True)`): the common part and the write plan are made now,
+    the tensors are written by a background process, and `latest` and the pruning wait for the save's finalization
+    (`saves.maybe_finalize_async_calls`), which a previous save in flight gets first: at most one at a time."""
     d = _ckpt_dir(out_dir, it)
+    if saves is not None: saves.maybe_finalize_async_calls(blocking=True)
     if dist.get_rank() == 0: d.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-    _fast_results_queue()
+    _results_queue(saves is not None)
     msd = _model_sharded(model)
     common = {"iteration": it, "scheduler": sched.state_dict(), "extra": extra,
               "shape": dataclasses.asdict(shape) if shape else None,
               "rng_cpu": torch.get_rng_state(),
               "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
-    dist_checkpointing.save({**msd, "optimizer": opt.sharded_state_dict(msd), **common}, str(d))
-    dist.barrier()
-    if dist.get_rank() == 0:
-        from sec_nb.convert import strip_storage_meta
-        strip_storage_meta(d)                    # no absolute path or random ids in the checkpoint's index
-        (Path(out_dir) / "checkpoints" / "latest").write_text(d.name)
-        _prune(out_dir, keep)
-    dist.barrier()
+    state = {**msd, "optimizer": opt.sharded_state_dict(msd), **common}
+    if saves is None:
+        dist_checkpointing.save(state, str(d))
+        _mark_latest(out_dir, d, keep)
+        return
+    req = dist_checkpointing.save(state, str(d), async_sharded_save=True)   # metadata.json: in its finalization
+    req.add_finalize_fn(lambda: _mark_latest(out_dir, d, keep))              # ... and after it, `latest`
+    saves.schedule_async_request(req)
 
 def load_checkpoint(d, model, opt=None, sched=None) -> int:
     """Load a checkpoint into `model` (a GPTModel or its virtual-pipeline chunks; and `opt`, `sched` when given);
@@ -337,7 +378,9 @@ def train(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir, i
     instruct model); optimizer and schedule start fresh. `resume`: continue from `out_dir`'s latest checkpoint.
     `loss_mask_prompt`: the datasets carry `_mask` companions (prompt tokens masked). `stop_after`: stop after
     this many steps of this call (to simulate a kill in tests). A SIGUSR1, or the file `out_dir/save_and_exit`,
-    makes the run save at the end of the step and return with `"stopped": True`. Returns a summary dict."""
+    makes the run save at the end of the step and return with `"stopped": True`. With `spec.async_save` the
+    checkpoints are written in the background while the steps go on (`save_checkpoint`); the run waits for the
+    last one before it returns, stopped or not. Returns a summary dict (`save_s`: seconds the steps waited on saves)."""
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     p = parallel if isinstance(parallel, Parallel) else Parallel(**parallel)
     init_distributed(p.tp, p.pp, seed, cp=p.cp, vp=p.vp if p.vp > 1 else None)
@@ -412,6 +455,7 @@ def train(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir, i
     dp_cp = parallel_state.get_data_parallel_group(with_context_parallel=True)
     stop_file = out_dir / STOP_FILE
     _install_stop_handler()
+    saves, t_save = async_saves(spec.async_save), 0.0
     it = start
     try:
         while it < spec.steps and (stop_after is None or it - start < stop_after):
@@ -440,21 +484,26 @@ def train(spec: TrainSpec, shape: ModelShape, data_prefixes, weights, out_dir, i
             if metrics: metrics.write(json.dumps(rec) + "\n"); metrics.flush()
             if _rank0() and log_every and (it % log_every == 0 or it == spec.steps):
                 print(f"iter {it}/{spec.steps} loss {rec['lm_loss']:.4f} lr {rec['lr']:.2e} {rec['tokens_per_s']:.0f} tok/s", flush=True)
+            if saves is not None and saves.get_num_unfinalized_calls():
+                saves.maybe_finalize_async_calls(blocking=False)    # a save that has ended: `latest`, pruning
             stop, due = _should([_stop_signal or stop_file.exists(),
                                  bool(spec.save_minutes) and time.time() - t_saved >= 60 * spec.save_minutes], dev)
             if it % save_every == 0 or it == spec.steps or stop or due:
-                save_checkpoint(out_dir, it, modules, opt, sched, extra={"tokens": it * tok_per_step}, shape=shape,
-                                keep=spec.keep_checkpoints)
                 t_saved = time.time()
+                save_checkpoint(out_dir, it, modules, opt, sched, extra={"tokens": it * tok_per_step}, shape=shape,
+                                keep=spec.keep_checkpoints, saves=saves)
+                t_save += time.time() - t_saved
             if stop:
                 stopped = True
-                if _rank0(): stop_file.unlink(missing_ok=True); print(f"stop requested: saved at iteration {it}", flush=True)
+                if _rank0(): stop_file.unlink(missing_ok=True); print(f"stop requested: saving at iteration {it}", flush=True)
                 break
+        if saves is not None:             # the last save in flight: finalized before the run returns
+            t0 = time.time(); saves.close(); t_save += time.time() - t0
     finally:
         if metrics: metrics.close()
     dist.barrier()
     return {**run_summary(out_dir), "start": start, "iteration": it, "stopped": stopped,
-            "seconds": round(time.time() - t_run, 2)}
+            "seconds": round(time.time() - t_run, 2), "save_s": round(t_save, 3)}
 
 # %% ../nbs/04a_trainer.ipynb
 def megatron_state(ckpt_dir, shape: ModelShape) -> dict:
@@ -469,17 +518,31 @@ def export_hf(ckpt_dir, shape: ModelShape, out, tokenizer_dir=None) -> Path:
     """Write checkpoint `ckpt_dir` (any TP/PP layout) as a HF LlamaForCausalLM folder `out`, in the checkpoint's
     dtype, streaming tensor by tensor (plus the tokenizer, when given)."""
     from transformers import AutoTokenizer
-    from sec_nb.convert import stream_checkpoint_to_hf
+    from sec_nb.convert import _CheckpointReader, stream_checkpoint_to_hf
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir else None
-    return stream_checkpoint_to_hf(ckpt_dir, out, shape, tokenizer=tok)
+    ck = _CheckpointReader(ckpt_dir)
+    hf = stream_checkpoint_to_hf(ckpt_dir, out, shape, tokenizer=tok, reader=ck)    # under torchrun: this rank's shards
+    _report_share("chunks", ck.chunks_read, len(ck.md.storage_data), ck.bytes_read,
+                  sum(i.length for i in ck.md.storage_data.values()))
+    return hf
 
 def hf_to_checkpoint(hf_dir, shape: ModelShape, ckpt_dir) -> Path:
-    """Convert a HF Llama folder into a weights-only dist checkpoint, in one process, streaming. A run with any tensor /
-    pipeline layout then starts from it (`init_checkpoint`): dist_checkpointing reshards on load. This is how the
-    paper-scale CPT starts from Meta's Llama-3-70B-Instruct."""
-    from sec_nb.convert import stream_hf_to_checkpoint
-    init_distributed(1, 1)
-    return stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape)   # tensor by tensor, in the HF files' dtype
+    """Convert a HF Llama folder into a weights-only dist checkpoint, streaming (under torchrun each rank reads and
+    writes its share). A run with any tensor / pipeline layout then starts from it (`init_checkpoint`):
+    dist_checkpointing reshards on load. This is how the paper-scale CPT starts from Meta's Llama-3-70B-Instruct."""
+    from sec_nb.convert import SafetensorsSource, stream_hf_to_checkpoint
+    init_distributed(1, 1)                                    # under torchrun: its N processes, data parallel
+    src = SafetensorsSource(hf_dir)
+    out = stream_hf_to_checkpoint(hf_dir, ckpt_dir, shape, source=src)   # tensor by tensor, in the HF files' dtype
+    _report_share("tensors", src.tensors_read, len(src.keys()), src.bytes_read, src.nbytes())
+    return out
+
+def _report_share(what: str, n: int, of: int, nbytes: int, total: int):
+    "Under torchrun, one line per rank on stderr: what this rank read of a conversion's source."
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        import sys
+        print(f"rank {dist.get_rank()}/{dist.get_world_size()}: read {n} of {of} {what}, "
+              f"{nbytes:,} of {total:,} bytes", file=sys.stderr, flush=True)
 
 def resolve_checkpoint(path) -> Path:
     "A dist checkpoint folder, or a run folder whose `checkpoints/latest` names one."

@@ -210,3 +210,92 @@ def test_streaming_peak_memory_8b_shape(tmp_path):
           + ", ".join(f"{k} {v/1e9:.2f} GB" for k, v in peaks.items()))
     for v in peaks.values(): assert v <= 2 * largest + 0.5e9, (peaks, largest)
     assert load_hf_state(tmp_path / "back").keys() == set(shapes)
+
+
+TORCHRUN_SCRIPT = r"""
+import json, sys, torch.distributed as dist
+from sec_nb.config import ModelShape
+from sec_nb.convert import SafetensorsSource, _CheckpointReader, stream_checkpoint_to_hf, stream_hf_to_checkpoint
+shape, hf, ck1, ck, back, out = ModelShape(**json.loads(sys.argv[1])), *sys.argv[2:7]
+reader = _CheckpointReader(ck1)            # first the way back, from the 1-process checkpoint: no group exists yet
+stream_checkpoint_to_hf(ck1, back, shape, shard_bytes=20_000, reader=reader)
+src = SafetensorsSource(hf)
+stream_hf_to_checkpoint(hf, ck, shape, source=src)
+json.dump({"world": dist.get_world_size(), "names": src.names_read, "bytes": src.bytes_read,
+           "chunk_bytes": reader.bytes_read, "chunks": reader.chunks_read},
+          open(f"{out}/rank{dist.get_rank()}.json", "w"))
+"""
+
+
+def _torchrun(nproc, *args, timeout=600):
+    import subprocess, sys
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_streaming_under_torchrun_each_rank_its_share(tmp_path, megatron):
+    """2 gloo processes: each rank reads a disjoint half of the HF tensors (together: each once) and writes its own
+    file; the checkpoint loads (the trainer's load_checkpoint) to the 1-process conversion's tensors. The way back:
+    each rank writes its shards, reading only their chunks, and the folder is the 1-process export byte for byte."""
+    import json as _json
+    from sec_nb.convert import SafetensorsSource, _CheckpointReader, hf_names, stream_checkpoint_to_hf, stream_hf_to_checkpoint
+    from sec_nb.trainer import build_model, load_checkpoint, transformer_config
+    random_hf(SHAPE, seed=8).save_pretrained(tmp_path / "hf")
+    stream_hf_to_checkpoint(tmp_path / "hf", tmp_path / "ck1", SHAPE)                  # the 1-process references
+    ref = _CheckpointReader(tmp_path / "ck1")
+    stream_checkpoint_to_hf(tmp_path / "ck1", tmp_path / "back1", SHAPE, shard_bytes=20_000, reader=ref)
+    script = tmp_path / "convert2.py"; script.write_text(TORCHRUN_SCRIPT)
+    r = _torchrun(2, script, _json.dumps(dataclasses.asdict(SHAPE)), tmp_path / "hf", tmp_path / "ck1",
+                  tmp_path / "ck2", tmp_path / "back2", tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    st = [_json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
+    assert all(s["world"] == 2 for s in st)
+    # HF -> Megatron: disjoint shares that cover every tensor once, balanced within the largest tensor
+    src = SafetensorsSource(tmp_path / "hf")
+    a, b = set(st[0]["names"]), set(st[1]["names"])
+    assert not a & b and a | b == hf_names(SHAPE) and len(st[0]["names"]) == len(a) and len(st[1]["names"]) == len(b)
+    total, largest = src.nbytes(), max(src.nbytes([n]) for n in src.keys())
+    assert st[0]["bytes"] + st[1]["bytes"] == total and abs(st[0]["bytes"] - st[1]["bytes"]) <= largest, (st, total)
+    assert st[0]["bytes"] == src.nbytes(a) and st[1]["bytes"] == src.nbytes(b)
+    files = sorted(p.name for p in (tmp_path / "ck2").glob("*.distcp"))
+    assert files == ["__0_0.distcp", "__1_0.distcp"], files
+    print(f"HF -> Megatron, 2 ranks: read {st[0]['bytes']:,} + {st[1]['bytes']:,} of {total:,} bytes "
+          f"({len(a)} + {len(b)} tensors)")
+    m1, m2 = (build_model(SHAPE, transformer_config(SHAPE)) for _ in range(2))
+    load_checkpoint(tmp_path / "ck1", m1); load_checkpoint(tmp_path / "ck2", m2)
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    keys = [k for k in s1 if not k.endswith("_extra_state")]
+    assert keys and all(torch.equal(s1[k], s2[k]) for k in keys)
+    assert torch.load(tmp_path / "ck2" / "common.pt", weights_only=False)["shape"] == dataclasses.asdict(SHAPE)
+    # Megatron -> HF: the same files as one process wrote, each rank reading less than the whole checkpoint
+    one = sorted(p.name for p in (tmp_path / "back1").iterdir())
+    assert one == sorted(p.name for p in (tmp_path / "back2").iterdir()) and len(one) > 20
+    for n in one: assert (tmp_path / "back1" / n).read_bytes() == (tmp_path / "back2" / n).read_bytes(), n
+    got, alone = [s["chunk_bytes"] for s in st], ref.bytes_read         # what the ranks read; one process read
+    print(f"Megatron -> HF, 2 ranks: read {got[0]:,} + {got[1]:,} bytes of chunks; one process {alone:,}")
+    assert all(0 < g < 0.75 * alone for g in got), (got, alone)
+    # only a fused tensor (QKV: one chunk; gate/up: two) whose parts straddle the ranks' shards is read twice
+    assert alone <= sum(got) <= alone + 2 * max(i.length for i in ref.md.storage_data.values()), (got, alone)
+
+
+def test_cli_under_torchrun(tmp_path):
+    "`torchrun --nproc_per_node=2 --no-python sec-nb convert hf-to-megatron`: one line per rank, the 1-process tensors."
+    from conftest import SEC_NB
+    from sec_nb.convert import _CheckpointReader, stream_hf_to_checkpoint
+    random_hf(TIED, seed=9).save_pretrained(tmp_path / "hf")
+    r = _torchrun(2, "--no-python", SEC_NB, "convert", "hf-to-megatron", tmp_path / "hf", tmp_path / "ck")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == str(tmp_path / "ck")                       # printed once, by rank 0
+    import re
+    lines = re.findall(r"rank (\d)/2: read (\d+) of (\d+) tensors, ([\d,]+) of ([\d,]+) bytes", r.stderr)
+    assert sorted(l[0] for l in lines) == ["0", "1"], r.stderr[-2000:]
+    n = [int(l[1]) for l in lines]; b = [int(l[3].replace(",", "")) for l in lines]
+    assert sum(n) == int(lines[0][2]) and sum(b) == int(lines[0][4].replace(",", "")) and min(n) > 0
+    stream_hf_to_checkpoint(tmp_path / "hf", tmp_path / "ck1", TIED)
+    one, two = _CheckpointReader(tmp_path / "ck1"), _CheckpointReader(tmp_path / "ck")
+    keys = [k for k, m in one.md.state_dict_metadata.items() if hasattr(m, "chunks")]
+    assert keys == [k for k, m in two.md.state_dict_metadata.items() if hasattr(m, "chunks")]
+    assert all(torch.equal(one.get(k), two.get(k)) for k in keys if not k.startswith("decoder.layers."))
+    for k in (k for k in keys if k.startswith("decoder.layers.")):
+        assert all(torch.equal(one.get(k, i), two.get(k, i)) for i in range(TIED.n_layers)), k

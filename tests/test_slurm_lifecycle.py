@@ -105,9 +105,12 @@ def test_states_that_are_not_success():
     assert "REQUEUED" in SLURM_ACTIVE and "COMPLETED" not in SLURM_ACTIVE | SLURM_FAILED
 
 
-def test_time_based_checkpoints_keep_the_last_k(data, tmp_path):
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
+def test_time_based_checkpoints_keep_the_last_k(data, tmp_path, async_save):
+    "A save at every step (by the clock), the newest 2 kept; the same with async saves, in this process."
     from sec_nb.launch import job_dict, launch
-    spec = dataclasses.replace(MICRO.pretrain, steps=5, save_every=0, save_minutes=1e-6, keep_checkpoints=2, warmup_steps=1)
+    spec = dataclasses.replace(MICRO.pretrain, steps=5, save_every=0, save_minutes=1e-6, keep_checkpoints=2, warmup_steps=1,
+                               async_save=async_save)
     job = job_dict(spec, MICRO.model, [data / "a"], None, tmp_path / "run", eod=0, log_every=0)
     launch(job, dataclasses.replace(MICRO.cluster, launcher="inprocess"))
     ck = tmp_path / "run" / "checkpoints"

@@ -1,4 +1,4 @@
-"""The Megatron-Core trainer: exact resume after a real kill, the blend weights, SLURM submission, the tokenizer."""
+"""The Megatron-Core trainer: exact resume after a real kill, async saves, the blend weights, SLURM submission, the tokenizer."""
 import dataclasses
 import json
 import os
@@ -32,9 +32,9 @@ def data(tmp_path_factory):
     return d
 
 
-def _job(data, out, steps=12, save_every=4):
+def _job(data, out, steps=12, save_every=4, **spec):
     from sec_nb.launch import job_dict
-    spec = dataclasses.replace(MICRO.pretrain, steps=steps, save_every=save_every, warmup_steps=2)
+    spec = dataclasses.replace(MICRO.pretrain, steps=steps, save_every=save_every, warmup_steps=2, **spec)
     job = job_dict(spec, MICRO.model, [data / "a", data / "b"], [70, 1], out, eod=0, log_every=0)
     path = Path(str(out) + ".json")
     path.write_text(json.dumps(job))
@@ -73,6 +73,56 @@ def test_resume_after_kill_equals_uninterrupted(data, tmp_path):
     assert sorted(b) == list(range(1, 13))
     assert all(a[i] == b[i] for i in range(1, 13)), (a, b)   # bit-equal losses after the resume
     assert a[12] < a[1]
+
+
+HOLD_SCRIPT = r"""
+import os, sys, time
+import megatron.core.dist_checkpointing.strategies.filesystem_async as fa
+job, hold, go = sys.argv[1:4]
+write = fa.FileSystemWriterAsync.write_preloaded_data
+def held(transform_list, local_proc_idx, write_bucket, *a, **k):
+    # the files of checkpoint `hold` are written only once the file `go` exists (at most 300 s later)
+    t0 = time.time()
+    while hold in write_bucket[0] and not os.path.exists(go) and time.time() - t0 < 300: time.sleep(0.05)
+    return write(transform_list, local_proc_idx, write_bucket, *a, **k)
+fa.FileSystemWriterAsync.write_preloaded_data = staticmethod(held)
+from sec_nb.launch import main
+main([job])
+"""
+
+
+def test_async_save_trains_on_and_writes_the_same_checkpoint(data, tmp_path):
+    """`async_save`: the checkpoint of step 8 is held back in its writer while steps 9 and 10 run; until it is written
+    `latest` names step 4's and keep=1 prunes nothing; then the losses, and the last checkpoint's files byte for byte,
+    are those of the synchronous run, and the run has waited for its last save before it exited."""
+    ref, run, go = tmp_path / "ref", tmp_path / "async", tmp_path / "go"
+    p_ref = _start(_job(data, ref, keep_checkpoints=1))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(_job(data, run, keep_checkpoints=1, async_save=True)),
+                          "iter_0000008", str(go)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics, ck = run / "metrics.jsonl", run / "checkpoints"
+    t0 = time.time()
+    try:
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 10):
+            assert p.poll() is None, p.stdout.read()
+            assert time.time() - t0 < 180, "training did not go on past step 8 while its checkpoint was being written"
+            time.sleep(0.05)
+        assert (ck / "latest").read_text() == "iter_0000004"                # never the checkpoint in flight
+        assert (ck / "iter_0000004" / "metadata.json").exists()             # not pruned before 8 is complete
+        assert (ck / "iter_0000008").is_dir() and not (ck / "iter_0000008" / "metadata.json").exists()
+        go.touch()
+        out, _ = p.communicate(timeout=180)
+        out_ref, _ = p_ref.communicate(timeout=180)
+    finally:
+        for q in (p, p_ref):
+            if q.poll() is None: q.kill(); q.wait()
+    assert p.returncode == 0 and p_ref.returncode == 0, out + out_ref
+    assert json.loads(out.strip().splitlines()[-1])["iteration"] == 12
+    assert _losses(run) == _losses(ref) and sorted(_losses(run)) == list(range(1, 13))
+    assert sorted(d.name for d in ck.glob("iter_*")) == ["iter_0000012"] and (ck / "latest").read_text() == "iter_0000012"
+    files = sorted(f.name for f in (ref / "checkpoints" / "iter_0000012").iterdir())
+    assert files == sorted(f.name for f in (ck / "iter_0000012").iterdir()) and "metadata.json" in files
+    for f in files: assert (ref / "checkpoints" / "iter_0000012" / f).read_bytes() == (ck / "iter_0000012" / f).read_bytes(), f
 
 
 def test_blend_follows_weights(data, tmp_path):
