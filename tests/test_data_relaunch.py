@@ -78,7 +78,7 @@ def test_slurm_killed_run_resumes_missing_tasks_only(slurm_cluster, tmp_path):
     import json
     from sec_nb.data import slurm_job_state
     src = corpus(tmp_path, n=4)
-    kw = dict(tasks=2, workers=1, min_words=20)
+    kw = dict(tasks=2, workers=1, min_words=20, bands=2)        # 2 bucket tasks, not 14 jobs one after another
     whole = tmp_path / "whole"
     run_sec_pipeline(str(src), str(whole), **kw)                            # local, uninterrupted
     out = tmp_path / "killed"
@@ -96,7 +96,7 @@ def test_slurm_killed_run_resumes_missing_tasks_only(slurm_cluster, tmp_path):
     jobs = json.loads(jobs_file.read_text())
     subprocess.run(["scancel", *[str(j) for j in jobs.values() if j not in (None, -1)]], check=True)
     proc.kill(); proc.wait()
-    while any(slurm_job_state(j) for j in jobs.values() if j not in (None, -1)): time.sleep(0.5)
+    while any(slurm_job_state(j) for j in jobs.values() if j not in (None, -1)): time.sleep(0.1)
     finished = sorted(p.name for p in done.iterdir())
     assert finished == ["00000"], finished
     stamp = (done / "00000").stat().st_mtime_ns
