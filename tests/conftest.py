@@ -144,8 +144,12 @@ def slurm_cluster(tmp_path_factory):
     Skipped only where SLURM is not installed (CI installs it; see .ci/run)."""
     if not shutil.which("slurmctld") or os.geteuid() != 0:
         pytest.skip("needs root and Debian's slurmctld/slurmd/munge (installed by .ci/run)")
+    import random
     base = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "BASE": str(base)}
+    # ports and job ids of its own: another session's test SLURM on this machine neither blocks nor shares it
+    # (job ids also seed the trainer's MASTER_PORT)
+    env = {**os.environ, "BASE": str(base), "CTLD_PORT": str(_free_port()), "SLURMD_PORT": str(_free_port()),
+           "FIRST_JOB_ID": str(random.randrange(1000, 1_000_000))}
     conf = subprocess.run(["bash", str(INFRA / "slurm_up.sh")], env=env, capture_output=True, text=True)
     assert conf.returncode == 0, conf.stderr
     old = os.environ.get("SLURM_CONF")

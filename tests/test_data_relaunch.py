@@ -37,13 +37,15 @@ def test_killed_run_resumes_missing_tasks_only(tmp_path):
     out = tmp_path / "killed"
     code = (f"from sec_nb.data import run_sec_pipeline; run_sec_pipeline({str(src)!r}, {str(out)!r}, **{KW!r})")
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     done = out / "scratch" / "logs" / "extract" / "completions"
     t0 = time.time()
     while not (done.is_dir() and any(done.iterdir())):          # kill it as soon as one extract task has finished
         assert proc.poll() is None and time.time() - t0 < 120, "the run ended before it could be killed"
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL); proc.wait()
+    # the whole process group, as a lost node or the OOM killer ends a run: the extractor's sandbox process
+    # would otherwise outlive its killed parent (it did, one orphan per test run)
+    os.killpg(proc.pid, signal.SIGKILL); proc.wait()
     finished = sorted(p.name for p in done.iterdir())
     assert 1 <= len(finished) < 4, finished
     stamps = {p.name: p.stat().st_mtime_ns for p in done.iterdir()}
@@ -78,7 +80,7 @@ def test_slurm_killed_run_resumes_missing_tasks_only(slurm_cluster, tmp_path):
     import json
     from sec_nb.data import slurm_job_state
     src = corpus(tmp_path, n=4)
-    kw = dict(tasks=2, workers=1, min_words=20)
+    kw = dict(tasks=2, workers=1, min_words=20, bands=2)        # 2 bucket tasks, not 14 jobs one after another
     whole = tmp_path / "whole"
     run_sec_pipeline(str(src), str(whole), **kw)                            # local, uninterrupted
     out = tmp_path / "killed"
@@ -96,7 +98,7 @@ def test_slurm_killed_run_resumes_missing_tasks_only(slurm_cluster, tmp_path):
     jobs = json.loads(jobs_file.read_text())
     subprocess.run(["scancel", *[str(j) for j in jobs.values() if j not in (None, -1)]], check=True)
     proc.kill(); proc.wait()
-    while any(slurm_job_state(j) for j in jobs.values() if j not in (None, -1)): time.sleep(0.5)
+    while any(slurm_job_state(j) for j in jobs.values() if j not in (None, -1)): time.sleep(0.1)
     finished = sorted(p.name for p in done.iterdir())
     assert finished == ["00000"], finished
     stamp = (done / "00000").stat().st_mtime_ns

@@ -8,9 +8,9 @@ def test_slurm_runs_a_two_task_job(slurm_cluster, tmp_path):
     script.write_text("#!/bin/bash\nsrun -n2 bash -c 'echo rank=$SLURM_PROCID' > %s/out.txt\n" % tmp_path)
     jid = subprocess.run(["sbatch", "--parsable", "-n2", "-o", str(tmp_path / "slurm.log"), str(script)],
                          capture_output=True, text=True, check=True).stdout.strip()
-    for _ in range(120):
+    for _ in range(600):
         if not subprocess.run(["squeue", "-h", "-j", jid], capture_output=True, text=True).stdout.strip(): break
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert sorted((tmp_path / "out.txt").read_text().split()) == ["rank=0", "rank=1"]
 
 
