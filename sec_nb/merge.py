@@ -220,6 +220,18 @@ def merge_options(m: MergeSpec, seed: int = 0, **kw):
                         out_shard_size=parse_kmb(m.out_shard_size), random_seed=seed, quiet=True,
                         write_model_card=True, **kw)
 
+def _sort_card_models(card: Path):
+    "Sort the model list of mergekit's model card: it comes from a set, whose order changes with each process's hash seed."
+    if not card.exists(): return
+    lines, out, i = card.read_text().split("\n"), [], 0
+    while i < len(lines):
+        out.append(lines[i]); i += 1
+        if out[-1].startswith("The following models were included in the merge"):
+            j = i
+            while j < len(lines) and lines[j].startswith("* "): j += 1
+            out += sorted(lines[i:j]); i = j
+    card.write_text("\n".join(out))
+
 def run_merge(config: dict, out_dir: str | Path, m: MergeSpec = MergeSpec(), tokenizer_from: str | Path | None = None,
               seed: int = 0) -> dict:
     """Merge with mergekit as `config` says into `out_dir`, after checking inputs; write merge_config.yaml there.
@@ -235,6 +247,7 @@ def run_merge(config: dict, out_dir: str | Path, m: MergeSpec = MergeSpec(), tok
     t0 = time.time()
     mergekit_run(mc, str(out_dir), options=merge_options(m, seed), config_source=text)
     seconds = time.time() - t0
+    _sort_card_models(out_dir / "README.md")
     if tokenizer_from is not None:
         for name in TOKENIZER_FILES:
             if (Path(tokenizer_from) / name).exists(): shutil.copy2(Path(tokenizer_from) / name, out_dir / name)

@@ -199,3 +199,17 @@ def test_stage_without_a_base_model(tmp_path):
     assert abs(pos["ties"]["last layer self_attn"]) < 0.01 and pos["ties"]["first layer mlp"] > 0.9
     assert abs(pos["linear (merge/ties)"]["first layer mlp"] - 0.25) < 0.01
     assert rec["metrics"]["check_ties_tensor"]["frac_beyond_bf16_rounding"] <= 0.01
+
+
+def test_model_card_lists_models_in_one_order(tmp_path):
+    "mergekit's card lists the merged models from a set: two processes may write them in either order."
+    from sec_nb.merge import _sort_card_models
+    head, tail = "# merge\n\nThe following models were included in the merge:\n", "\n### Configuration\n"
+    cards = []
+    for order in (["* ./cpt/hf", "* ./models/instruct"], ["* ./models/instruct", "* ./cpt/hf"]):
+        p = tmp_path / f"card{len(cards)}.md"
+        p.write_text(head + "\n".join(order) + "\n" + tail)
+        _sort_card_models(p)
+        cards.append(p.read_text())
+    assert cards[0] == cards[1] and cards[0].index("./cpt/hf") < cards[0].index("./models/instruct")
+    assert cards[0].endswith(tail)

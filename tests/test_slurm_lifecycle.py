@@ -75,8 +75,8 @@ def test_usr1_saves_and_the_requeued_job_continues(data, tmp_path, slurm_cluster
     r = slurm_launch(out / "job.json", cluster, out)
     assert r["state"] == "COMPLETED" and r["iteration"] == STEPS and r["job_id"] == first["job_id"], r
     log = (out / f"slurm-{r['job_id']}.out").read_text()
-    assert "USR1: save and exit" in log and "stop requested: saved at iteration" in log and "requeue" in log, log
-    stopped_at = int(log.split("stop requested: saved at iteration ")[1].split()[0])
+    assert "USR1: save and exit" in log and "stop requested: saving at iteration" in log and "requeue" in log, log
+    stopped_at = int(log.split("stop requested: saving at iteration ")[1].split()[0])
     assert 3 <= stopped_at < STEPS and f'"start": {stopped_at}' in log        # the requeued job resumed there
     assert _losses(out) == ref.result()                                        # bit-equal to the uninterrupted run
     assert log.count("USR1: save and exit") == 1 and log.count(f"job {r['job_id']} start") == 2
