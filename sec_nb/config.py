@@ -150,6 +150,7 @@ class EvalSpec:
     max_gen_toks: int = 32
     suite_limits: tuple = ()        # ("suite:N", ...): samples per task for a suite, instead of `limit`
     dtype: str = "auto"             # "auto": the checkpoint's unquantized dtype (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
+    task_context: int = 0           # tokens of context the tasks may use (lm-eval truncates prompts from the left); 0: the model's own
 
     def suite_limit(self, suite: str) -> int:
         "Samples per task for `suite` (0: all)."
@@ -297,9 +298,9 @@ SMOL = Preset(
     # merge/ties: linear with Listing 1's weights (no base model: 05_merge); beside it SLERP and TIES self-referenced
     merge=MergeSpec(sweep_methods=("slerp", "ties")),
     # items a task, from a measured rate (below): powered where the paper's effects are large, labelled underpowered elsewhere
-    eval=EvalSpec(limit=10, batch_size=8, max_gen_toks=64,
-                  suite_limits=("domain_ppl:100", "general_ppl:20", "gpt4all:50", "truthfulqa:25",
-                                "agieval:10", "bbh:10", "domain:10")),
+    eval=EvalSpec(limit=10, batch_size=8, max_gen_toks=64, task_context=2048,
+                  suite_limits=("domain_ppl:100", "general_ppl:12", "gpt4all:40", "truthfulqa:25",
+                                "agieval:3", "bbh:5", "domain:10")),
     paper_refs={
         "model": "stands in for Llama-3-70B-Instruct (§4): a real instruct model, 520 times smaller",
         "base_model": "Listing 1's base (Meta-Llama-3-70B) has no counterpart here: see 05_merge",

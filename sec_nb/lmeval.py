@@ -520,9 +520,12 @@ def context_length(suite: str, cfg, model_config=None) -> int | None:
     limit; what lies beyond the trained length is extrapolation, a limit of the miniature, not of the method).
     A model with learned absolute positions (GPT-2's `n_positions`) has a hard limit: never beyond it.
     Perplexity windows are the trained context at every scale (`smol`: 512 tokens, where SmolLM2's own limit
-    is 8192; Llama-3-70B: 8192, its own). Other tasks beyond the miniatures: the model's own context."""
+    is 8192; Llama-3-70B: 8192, its own). Other tasks beyond the miniatures: the model's own context, or
+    `eval.task_context` where the preset caps it (`smol` on CPU: long filings and transcripts, cut from the left)."""
     if suite.endswith("ppl"): n = cfg.model.seq_len
-    elif not cfg.miniature: return None
+    elif not cfg.miniature:
+        if not cfg.eval.task_context: return None
+        n = cfg.eval.task_context
     else: n = max(cfg.model.seq_len, MIN_TASK_CONTEXT)
     hard = getattr(model_config, "n_positions", None)
     return min(n, hard) if isinstance(hard, int) else n

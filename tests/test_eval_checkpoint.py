@@ -48,12 +48,14 @@ def test_learned_positions_cap_the_context():
 
 
 def test_perplexity_windows_are_the_trained_context_beyond_the_miniatures():
-    "smol: 512-token windows (its CPT context), not SmolLM2's 8192; its tasks keep the model's own context."
+    "smol: 512-token windows (its CPT context), not SmolLM2's 8192; its tasks at the preset's task context; paper scale: the model's own."
     from transformers import LlamaConfig
     from sec_nb.config import load_preset
-    smol = load_preset("smol")
+    smol, big = load_preset("smol"), load_preset("llama3-70b")
     assert context_length("general_ppl", smol, LlamaConfig(max_position_embeddings=8192)) == 512
-    assert context_length("gpt4all", smol, LlamaConfig(max_position_embeddings=8192)) is None
+    assert context_length("gpt4all", smol, LlamaConfig(max_position_embeddings=8192)) == smol.eval.task_context == 2048
+    assert context_length("domain", big, LlamaConfig(max_position_embeddings=8192)) is None
+    assert context_length("domain_ppl", big, LlamaConfig(max_position_embeddings=8192)) == 8192
 
 
 def test_heldout_perplexity_does_not_depend_on_its_memory_bound(tmp_path, monkeypatch):
