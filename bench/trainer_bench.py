@@ -2,6 +2,12 @@
 LlamaForCausalLM of the same size on the same batches, and 2 processes data parallel against 1.
 
     python bench/trainer_bench.py [--preset tiny] [--steps 20] [--repeats 3] [--out bench/trainer_bench.md]
+    python bench/trainer_bench.py --preset smol --steps 6 --repeats 3 --no-dp --out bench/trainer_bench_smol.md
+
+Presets that train a model here use their `pretrain` spec; `smol` (pretrain: 0 steps) its `cpt` spec, on the
+instruct model's shape (random weights: speed does not depend on them). Beside tokens/s, each configuration's
+achieved GFLOP/s (Megatron's model-FLOP count, `sec_nb.cpt.megatron_flops_per_sample`) against this machine's
+fp32 matmul peak, measured in the same run (torch.mm of 2048 x 2048 fp32, all threads, median of 20).
 
 Each configuration runs `--repeats` times, interleaved (so machine noise hits all alike); a run's speed is the
 median tokens/s of its steps after two warm-up steps; the table reports the median over runs."""
@@ -56,13 +62,14 @@ from sec_nb.config import load_preset
 from sec_nb.convert import hf_config
 from sec_nb.trainer import build_dataset, init_distributed
 from transformers import LlamaForCausalLM
-cfg = load_preset({cfg.name!r}); spec = cfg.pretrain
+cfg = load_preset({cfg.name!r}); spec = cfg.{spec_name(cfg)}
 torch.manual_seed(1234)
 init_distributed()
 ds = build_dataset([{str(prefix)!r}], None, {spec.steps} * spec.global_batch, cfg.model.seq_len, 0, cfg.model.vocab_size, 1234, {str(out / 'cache')!r})
 model = LlamaForCausalLM(hf_config(cfg.model))
 opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95), weight_decay=spec.weight_decay)
 speeds, losses = [], []
+if cfg.model.tie_embeddings: model.tie_weights()
 for step in range({spec.steps}):
     t0 = time.time()
     items = [ds[step * spec.global_batch + j] for j in range(spec.global_batch)]
@@ -79,6 +86,26 @@ print(json.dumps({{"tps": statistics.median(speeds[2:]), "losses": losses}}))
     return res["tps"], res["losses"]
 
 
+def spec_name(cfg) -> str: return "pretrain" if cfg.pretrain.steps else "cpt"
+
+
+def bench_spec(cfg, steps: int):
+    "The preset with its benchmarked spec cut to `steps` steps (returned as the preset and the spec)."
+    name = spec_name(cfg)
+    spec = dataclasses.replace(getattr(cfg, name), steps=steps, save_every=10_000, warmup_steps=2)
+    return dataclasses.replace(cfg, **{name: spec}), spec
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 20) -> float:
+    "fp32 GEMM GFLOP/s of this machine with all threads: the ceiling a training step could reach."
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3): a @ b
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(ts) / 1e9
+
+
 BUSY = "while True: pass"      # one core's worth of other work
 
 
@@ -86,9 +113,7 @@ def under_load(a):
     """Processes x threads with one core busy elsewhere (a spinning process): the case `-p threads=auto` is for.
     Appends its table to the --out file."""
     from sec_nb.config import load_preset
-    cfg = load_preset(a.preset)
-    spec = dataclasses.replace(cfg.pretrain, steps=a.steps, save_every=10_000, warmup_steps=2)
-    cfg = dataclasses.replace(cfg, pretrain=spec)
+    cfg, spec = bench_spec(load_preset(a.preset), a.steps)
     layouts = {"1 process x 2 threads (the fixed default)": (1, 2), "2 processes x 1 thread (auto when busy)": (2, 1),
                "1 process x 1 thread": (1, 1)}
     res = {k: [] for k in layouts}
@@ -126,50 +151,60 @@ def main():
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-dp", action="store_true", help="skip the 2-process data-parallel runs")
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     a = ap.parse_args()
     if a.under_load: return under_load(a)
     from sec_nb.config import load_preset
-    cfg = load_preset(a.preset)
-    spec = dataclasses.replace(cfg.pretrain, steps=a.steps, save_every=10_000, warmup_steps=2)
-    cfg = dataclasses.replace(cfg, pretrain=spec)
-    res = {"megatron_1proc": [], "hf_plain_loop": [], "megatron_2proc_dp": []}
+    from sec_nb.cpt import megatron_flops_per_sample
+    cfg, spec = bench_spec(load_preset(a.preset), a.steps)
+    res = {"megatron_1proc": [], "hf_plain_loop": []} | ({} if a.no_dp else {"megatron_2proc_dp": []})
+    peaks = []
     losses = {}
     with tempfile.TemporaryDirectory() as t:
         t = Path(t)
         prefix = make_data(t, cfg.model.vocab_size)
         for r in range(a.repeats):
+            peaks.append(matmul_peak_gflops())
             tps, losses["megatron"] = megatron_run(cfg, spec, prefix, t / f"m1_{r}")
             res["megatron_1proc"].append(tps)
             tps, losses["hf"] = hf_run(cfg, spec, prefix, t / f"hf_{r}")
             res["hf_plain_loop"].append(tps)
-            tps, losses["megatron_dp2"] = megatron_run(cfg, spec, prefix, t / f"m2_{r}", nproc=2)
-            res["megatron_2proc_dp"].append(tps)
+            if not a.no_dp:
+                tps, losses["megatron_dp2"] = megatron_run(cfg, spec, prefix, t / f"m2_{r}", nproc=2)
+                res["megatron_2proc_dp"].append(tps)
             print(r, {k: round(v[-1]) for k, v in res.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in res.items()}
     m = cfg.model
+    peak, flops_tok = statistics.median(peaks), megatron_flops_per_sample(m) / m.seq_len
     lines = [
         "# Trainer benchmark: Megatron-Core trainer vs a plain PyTorch loop",
         "",
         f"Generated by `python bench/trainer_bench.py --preset {a.preset} --steps {a.steps} --repeats {a.repeats}` "
         f"on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, fp32, "
-        f"{time.strftime('%Y-%m-%d')}. The machine was shared with other work: treat differences under ~10% as noise.",
+        f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the end. Rounds interleave the "
+        "configurations, so machine noise hits all alike; treat differences under ~10% as noise.",
         "",
         f"Model: the `{a.preset}` preset's Llama ({m.n_layers} layers, hidden {m.hidden}, {m.n_heads} heads / "
         f"{m.n_kv_heads} KV heads, vocab {m.vocab_size}, seq {m.seq_len}; {m.n_params()/1e6:.2f}M parameters), "
         f"global batch {spec.global_batch} sequences. Same samples in the same order (GPTDataset, seed 1234). "
-        "Per run: median tokens/s over steps 3..N; table: median (min-max) over runs.",
+        "Per run: median tokens/s over steps 3..N; table: median (min-max) over runs. GFLOP/s: tokens/s x "
+        f"{flops_tok / 1e9:.3f} GFLOP a token (Megatron's model FLOPs, forward and backward), against the fp32 matmul "
+        f"peak measured in the same rounds: {peak:,.1f} GFLOP/s (median of {len(peaks)}, {min(peaks):,.1f}-{max(peaks):,.1f}).",
         "",
-        "| configuration | tokens/s | runs | vs plain loop |",
-        "|---|---|---|---|",
+        "| configuration | tokens/s | runs | vs plain loop | GFLOP/s | of matmul peak |",
+        "|---|---|---|---|---|---|",
     ]
     for k, v in res.items():
-        lines.append(f"| {k} | {med[k]:,.0f} ({min(v):,.0f}-{max(v):,.0f}) | {len(v)} | {med[k] / med['hf_plain_loop']:.2f}x |")
-    lines += ["", f"Megatron 1 process / plain loop: **{med['megatron_1proc'] / med['hf_plain_loop']:.2f}x** (target >= 0.95x). "
-              f"2 processes data parallel / 1 process: **{med['megatron_2proc_dp'] / med['megatron_1proc']:.2f}x** "
-              f"(2 processes share {os.cpu_count()} cores: each gets {max(1, os.cpu_count() // 2)} thread(s)).",
-              "", f"Last-step losses: megatron {losses['megatron'][-1]:.4f}, megatron 2-proc DP {losses['megatron_dp2'][-1]:.4f}, "
-              f"HF loop {losses['hf'][-1]:.4f} (different initialisations; the DP run should equal the 1-proc run)."]
+        g = med[k] * flops_tok / 1e9
+        lines.append(f"| {k} | {med[k]:,.0f} ({min(v):,.0f}-{max(v):,.0f}) | {len(v)} | {med[k] / med['hf_plain_loop']:.2f}x "
+                     f"| {g:,.1f} | {g / peak:.0%} |")
+    lines += ["", f"Megatron 1 process / plain loop: **{med['megatron_1proc'] / med['hf_plain_loop']:.2f}x** (target >= 0.95x)."]
+    if not a.no_dp:
+        lines += [f"2 processes data parallel / 1 process: **{med['megatron_2proc_dp'] / med['megatron_1proc']:.2f}x** "
+                  f"(2 processes share {os.cpu_count()} cores: each gets {max(1, os.cpu_count() // 2)} thread(s)).",
+                  "", f"Last-step losses: megatron {losses['megatron'][-1]:.4f}, megatron 2-proc DP {losses['megatron_dp2'][-1]:.4f}, "
+                  f"HF loop {losses['hf'][-1]:.4f} (different initialisations; the DP run should equal the 1-proc run)."]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
