@@ -21,19 +21,19 @@ import yaml
 from .evalsets import EvalSetError, verify_sets, write_set
 
 # %% auto 0
-__all__ = ['PREFIX', 'SUITES', 'STAND_INS', 'HARNESS_DIRS', 'HARNESS_TASKS', 'SCALE_WORDS', 'FINARG_CHOICES', 'SHIM',
-           'RUN_MODELS', 'SWEEP_SUITES', 'SWEEP_LIMIT_DIV', 'PASSAGE_CHARS', 'GPU_REQUIREMENTS', 'MIN_TASK_CONTEXT',
-           'TIDY_COLUMNS', 'ITEM_COLUMNS', 'PPL_METRICS', 'BOOT_ITERS', 'NOUS_NAMES', 'NOUS_DIFFERENCES', 'NOUS_METRIC',
-           'NOUS_GROUPS', 'REFERENCE_EFFECT', 'Z80', 'CONSTANT_VERDICT', 'GENERAL_SUITES', 'PAPER_CLAIMS', 'Fn',
-           'mc_task', 'generate_task', 'ppl_task', 'harness_task', 'task_configs', 'harness_index', 'harness_yaml',
-           'harness_config', 'finben_exact_match', 'span_value', 'numeric_match', 'tatqa_answer_str', 'tatqa_em_f1',
-           'rouge1', 'finben_label', 'finben_macro_f1', 'finben_mcc', 'convfinqa_results', 'tatqa_results',
-           'finarg_results', 'rouge_results', 'n_words', 'ppl_results', 'relative_data_files', 'absolute_data_files',
-           'write_tasks', 'suite_tasks', 'EvalInputError', 'check_model', 'check_tasks', 'check_inputs', 'run_models',
-           'passages', 'sec_heldout_set', 'lm_args', 'check_backend', 'lm_spec', 'context_length', 'offline_env',
-           'load_lm', 'load_tasks', 'evaluate', 'tidy', 'item_rows', 'task_stat', 'bootstrap', 'add_intervals',
-           'write_tidy', 'harness_record', 'nous_task_scores', 'nous_average', 'compare', 'verdict', 'combine',
-           'portable', 'run_eval', 'suite_groups', 'claim_table']
+__all__ = ['PREFIX', 'SUITES', 'STAND_INS', 'HARNESS_DIRS', 'HARNESS_TASKS', 'FINBEN_STOP', 'SCALE_WORDS', 'FINARG_CHOICES',
+           'SHIM', 'RUN_MODELS', 'SWEEP_SUITES', 'SWEEP_LIMIT_DIV', 'PASSAGE_CHARS', 'GPU_REQUIREMENTS',
+           'MIN_TASK_CONTEXT', 'TIDY_COLUMNS', 'ITEM_COLUMNS', 'PPL_METRICS', 'BOOT_ITERS', 'NOUS_NAMES',
+           'NOUS_DIFFERENCES', 'NOUS_METRIC', 'NOUS_GROUPS', 'REFERENCE_EFFECT', 'Z80', 'CONSTANT_VERDICT',
+           'GENERAL_SUITES', 'PAPER_CLAIMS', 'Fn', 'mc_task', 'generate_task', 'ppl_task', 'harness_task',
+           'task_configs', 'harness_index', 'harness_yaml', 'harness_config', 'finben_exact_match', 'span_value',
+           'numeric_match', 'tatqa_answer_str', 'tatqa_em_f1', 'rouge1', 'finben_label', 'finben_macro_f1',
+           'finben_mcc', 'convfinqa_results', 'tatqa_results', 'finarg_results', 'rouge_results', 'n_words',
+           'ppl_results', 'relative_data_files', 'absolute_data_files', 'write_tasks', 'suite_tasks', 'EvalInputError',
+           'check_model', 'check_tasks', 'check_inputs', 'run_models', 'passages', 'sec_heldout_set', 'lm_args',
+           'check_backend', 'lm_spec', 'context_length', 'offline_env', 'load_lm', 'load_tasks', 'evaluate', 'tidy',
+           'item_rows', 'task_stat', 'bootstrap', 'add_intervals', 'write_tidy', 'harness_record', 'nous_task_scores',
+           'nous_average', 'compare', 'verdict', 'combine', 'portable', 'run_eval', 'suite_groups', 'claim_table']
 
 # %% ../nbs/06_eval.ipynb
 PREFIX = "secnb_"
@@ -90,10 +90,12 @@ def mc_task(name, data_file, suite, extra_metrics=()) -> dict:
     return {**_base(name, data_file, suite), "output_type": "multiple_choice", "doc_to_text": "{{query}}",
             "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}", "metric_list": metrics}
 
-def generate_task(name, data_file, suite, results_fn, metrics, until, max_gen_toks, target="answer") -> dict:
+FINBEN_STOP = []   # FinBen generates with `until: None`: to EOS or max_gen_toks; lm-eval adds EOS to an empty list
+
+def generate_task(name, data_file, suite, results_fn, metrics, max_gen_toks, target="answer") -> dict:
     return {**_base(name, data_file, suite), "output_type": "generate_until", "doc_to_text": "{{query}}",
             "doc_to_target": "{{" + target + "}}", "process_results": Fn(results_fn),
-            "generation_kwargs": {"until": until, "do_sample": False, "max_gen_toks": max_gen_toks},
+            "generation_kwargs": {"until": list(FINBEN_STOP), "do_sample": False, "max_gen_toks": max_gen_toks},
             "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in metrics]}
 
 def ppl_task(name, data_file, suite) -> dict:
@@ -114,10 +116,10 @@ def task_configs(sets_dir: str | Path, ppl_dir: str | Path, sec_file: str | Path
     cfgs = {}
     if sec_file: cfgs["sec_heldout"] = ppl_task("sec_heldout", sec_file, "domain_ppl")
     cfgs["convfinqa"] = generate_task("convfinqa", s / "convfinqa.jsonl", "domain", "convfinqa_results",
-                                      ["exact_match", "numeric_match"], ["\n"], max_gen_toks)
+                                      ["exact_match", "numeric_match"], max_gen_toks)
     cfgs["tatqa"] = generate_task("tatqa", s / "tatqa.jsonl", "domain", "tatqa_results",
-                                  ["exact_match", "numeric_match", "tatqa_em", "tatqa_f1"], ["\n"], max_gen_toks)
-    fa = generate_task("finarg_ecc", s / "finarg_ecc.jsonl", "domain", "finarg_results", ["acc", "missing"], ["\n\n"],
+                                  ["exact_match", "numeric_match", "tatqa_em", "tatqa_f1"], max_gen_toks)
+    fa = generate_task("finarg_ecc", s / "finarg_ecc.jsonl", "domain", "finarg_results", ["acc", "missing"],
                        min(max_gen_toks, 16))
     fa["metric_list"][1]["higher_is_better"] = False
     fa["metric_list"] += [{"metric": "macro_f1", "aggregation": Fn("finben_macro_f1"), "higher_is_better": True},
@@ -125,7 +127,7 @@ def task_configs(sets_dir: str | Path, ppl_dir: str | Path, sec_file: str | Path
     fa["doc_to_target"] = "{{choices[gold]}}"
     cfgs["finarg_ecc"] = fa
     cfgs["finarg_ecc_ll"] = mc_task("finarg_ecc_ll", s / "finarg_ecc.jsonl", "domain")   # likelihood: a second, labelled score
-    cfgs["ectsum"] = generate_task("ectsum", s / "ectsum.jsonl", "domain", "rouge_results", ["rouge1", "rouge1_stemmed"], ["\n\n"],
+    cfgs["ectsum"] = generate_task("ectsum", s / "ectsum.jsonl", "domain", "rouge_results", ["rouge1", "rouge1_stemmed"],
                                    min(4 * max_gen_toks, seq_len // 2), target="summary")
     for suite in ("agieval", "bbh", "gpt4all"):
         for t in SUITES[suite]: cfgs[t] = harness_task(t, s / f"{t}.jsonl")

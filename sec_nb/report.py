@@ -19,9 +19,9 @@ import seaborn as sns
 __all__ = ['PAPER_NAMES', 'ORDER', 'GENERAL_GROUPS', 'CORPUS_LABELS', 'PRIMARY', 'GROUPS', 'TASK_TITLES', 'METRIC_WORDS',
            'CHANCE', 'paper_name', 'model_order', 'palette', 'load_metrics', 'load_results', 'load_items',
            'model_precision', 'seed_runs', 'load_seed_results', 'normalize', 'compared', 'primary', 'benchmark_group',
-           'with_seed_band', 'figure_1_2', 'figure_3', 'figure_4', 'group_scores', 'figure_5', 'figure_6',
-           'check_insights', 'seed_spread', 'forgetting_table', 'figure_forgetting', 'tradeoff', 'figure_tradeoff',
-           'save', 'stage_times']
+           'with_seed_band', 'figure_1_2', 'figure_3', 'figure_4', 'task_chance', 'group_scores', 'figure_5',
+           'figure_6', 'check_insights', 'seed_spread', 'forgetting_table', 'figure_forgetting', 'tradeoff',
+           'figure_tradeoff', 'save', 'stage_times']
 
 # %% ../nbs/07_report.ipynb
 PAPER_NAMES = {"base": "Base", "instruct": "Instruct", "cpt": "CPT", "merge_ties": "CPT-Merge", "ties": "CPT-Merge",
@@ -224,9 +224,27 @@ def figure_4(results: pd.DataFrame):
     return _bar(t, "name", "value", "Figure 4: domain-specific evaluations", "score", col="benchmark",
                 chance=lambda key: chance.get(key)), t
 
-def group_scores(results: pd.DataFrame, items: pd.DataFrame | None = None) -> pd.DataFrame:
+def task_chance(run_dir, items: pd.DataFrame) -> dict[str, float]:
+    """Chance level of each general task on the documents it was scored on: the score of a model that picks among
+    the choices at random (1 / the number of choices, which varies within BIG-bench tasks), or, for TruthfulQA
+    mc2, gives every choice the same likelihood (the share of true answers), averaged over those documents. The
+    choices are read through lm-eval's own task objects from the run's task folder, as the eval stage scored them."""
+    from sec_nb.lmeval import NOUS_METRIC, PREFIX, load_tasks
+    names = sorted(set(items["task"]) & set(NOUS_METRIC))
+    tasks = load_tasks([PREFIX + t for t in names], Path(run_dir) / "eval" / "tasks") if names else {}
+    chance = {}
+    for t in names:
+        task, docs = tasks[PREFIX + t], tasks[PREFIX + t].eval_docs
+        ids = sorted(set(items.loc[items["task"] == t, "doc"]))
+        per_doc = [float(np.mean(docs[i]["mc2_targets"]["labels"])) if t == "truthfulqa_mc2"
+                   else 1 / len(task.doc_to_choice(docs[i])) for i in ids]
+        chance[t] = float(np.mean(per_doc))
+    return chance
+
+def group_scores(results: pd.DataFrame, items: pd.DataFrame | None = None, chance: dict | None = None) -> pd.DataFrame:
     """Per model and benchmark group: the Nous aggregation (unweighted mean of the group's tasks, each by its
-    Nous metric) with a 95% interval: each task's documents resampled, the task scores averaged per resample."""
+    Nous metric) with a 95% interval: each task's documents resampled, the task scores averaged per resample.
+    With `chance` (from `task_chance`), the group's chance level, aggregated the same way."""
     from sec_nb.lmeval import NOUS_METRIC, bootstrap
     t = primary(compared(results)[lambda d: d["suite"] == "general"])
     t = t[t["task"].isin(NOUS_METRIC)]
@@ -234,6 +252,7 @@ def group_scores(results: pd.DataFrame, items: pd.DataFrame | None = None) -> pd
     for (name, model, group), g in t.groupby(["name", "model", "group"]):
         row = {"name": name, "model": model, "group": group, "value": float(g["value"].mean()), "tasks": len(g),
                "ci_low": np.nan, "ci_high": np.nan}
+        if chance is not None: row["chance"] = float(np.mean([chance.get(t, np.nan) for t in g["task"]]))
         if items is not None:
             boots = []
             for task, metric in zip(g["task"], g["metric"]):
@@ -244,12 +263,20 @@ def group_scores(results: pd.DataFrame, items: pd.DataFrame | None = None) -> pd
         rows.append(row)
     return pd.DataFrame(rows)
 
-def figure_5(results: pd.DataFrame, items: pd.DataFrame | None = None):
-    "Figure 5: general evaluations by model, the Nous aggregation of each benchmark group."
+def figure_5(results: pd.DataFrame, items: pd.DataFrame | None = None, chance: dict | None = None):
+    "Figure 5: general evaluations by model, the Nous aggregation of each benchmark group; each group's chance level."
     import importlib.metadata
-    g = group_scores(results, items)
-    return _bar(g, "group", "value", "Figure 5: general evaluations (Nous aggregation: unweighted mean of each group's "
-                f"tasks; lm-eval {importlib.metadata.version('lm_eval')} task YAMLs)", "score"), g
+    g = group_scores(results, items, chance)
+    fig = _bar(g, "group", "value", "Figure 5: general evaluations (Nous aggregation: unweighted mean of each group's "
+               f"tasks; lm-eval {importlib.metadata.version('lm_eval')} task YAMLs)", "score")
+    if "chance" in g:      # groups have different chance levels: a dashed segment across each group's bars
+        ax = fig.axes[0]
+        for i, label in enumerate(t.get_text() for t in ax.get_xticklabels()):
+            c = g.loc[g["group"] == label, "chance"].dropna()
+            if len(c): ax.hlines(c.iloc[0], i - 0.45, i + 0.45, colors="grey", linestyles="--", linewidth=0.9, zorder=5)
+        ax.text(ax.get_xlim()[1], float(g["chance"].dropna().iloc[-1]), " chance", va="center", fontsize=7, color="grey")
+        ax.set_ylim(0, max(ax.get_ylim()[1], float(g["chance"].max()) * 1.15))
+    return fig, g
 
 def figure_6(results: pd.DataFrame, seeds: pd.DataFrame | None = None):
     "Figure 6: general perplexity by dataset and model (stand-ins labelled); lower is better."

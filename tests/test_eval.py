@@ -16,6 +16,9 @@ from sec_nb.lmeval import (EvalInputError, check_inputs, evaluate, generate_task
 
 GEN = [("Q: ten plus two?\nAnswer:", "12"), ("Q: three times three?\nAnswer:", "9"),
        ("Q: revenue 2014 minus 2013?\nAnswer:", "-25"), ("Q: share of 5 in 20?\nAnswer:", "0.25")]
+# a model that opens its answer with a blank line (the smol CPT model's summaries did): FinBen stops only at EOS
+# and strips, so the answer counts; a "\n" stop sequence would have cut it to nothing
+LEADING_BLANK = ("Q: four plus four?\nAnswer:", "8")
 MC = [("Sentence: we expect growth.\nLabel:", ["premise", "claim"], 1),      # two labels, like FinArg
       ("Sentence: sales were 10 million.\nLabel:", ["premise", "claim"], 0),
       ("Sentence: margins rose 2 points.\nLabel:", ["premise", "claim"], 0),
@@ -47,9 +50,9 @@ def make_model(folder: Path, tok, seed=0, train_texts=None, steps=0):
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg)
-    if train_texts:   # (prompt, answer) pairs: learn the answers after their prompts, a model that "knows" them
+    if train_texts:   # (prompt, answer) pairs: learn the answers, then EOS, after their prompts: a model that "knows" them
         enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
-        pairs = [(enc(p), enc(a)) for p, a in train_texts]
+        pairs = [(enc(p), enc(a) + [tok.eos_token_id]) for p, a in train_texts]
         L = max(len(p) + len(a) for p, a in pairs)
         ids = torch.tensor([p + a + [tok.eos_token_id] * (L - len(p) - len(a)) for p, a in pairs])
         labels = torch.tensor([[-100] * len(p) + a + [-100] * (L - len(p) - len(a)) for p, a in pairs])
@@ -70,19 +73,19 @@ def make_model(folder: Path, tok, seed=0, train_texts=None, steps=0):
 def world(tmp_path_factory):
     "Task files on a few items, a tokenizer, an untrained model and one trained on the answers."
     d = tmp_path_factory.mktemp("evalw")
-    gen_items = [{"id": f"g{i}", "query": q, "answer": a} for i, (q, a) in enumerate(GEN)]
+    gen_items = [{"id": f"g{i}", "query": q, "answer": a} for i, (q, a) in enumerate(GEN + [LEADING_BLANK])]
     mc_items = [{"id": f"m{i}", "query": q, "choices": c, "gold": g} for i, (q, c, g) in enumerate(MC)]
     write_set(gen_items, d / "sets" / "gen.jsonl", source="test", shuffle=False)
     write_set(mc_items, d / "sets" / "mc.jsonl", source="test", shuffle=False)
     write_set([{"id": f"d{i}", "text": t} for i, t in enumerate(DOCS)], d / "sets" / "docs.jsonl", source="test",
               shuffle=False)
-    configs = {"gen": generate_task("gen", d / "sets" / "gen.jsonl", "domain", "convfinqa_results", ["exact_match"], ["\n"], 8),
+    configs = {"gen": generate_task("gen", d / "sets" / "gen.jsonl", "domain", "convfinqa_results", ["exact_match"], 8),
                "mc": mc_task("mc", d / "sets" / "mc.jsonl", "domain", [("f1", "f1"), ("mcc", "matthews_corrcoef")]),
                "ppl": ppl_task("ppl", d / "sets" / "docs.jsonl", "domain_ppl")}
     write_tasks(d / "tasks", configs)
-    train = [(q, " " + a + "\n") for q, a in GEN] + [(q, " " + c[g]) for q, c, g in MC]
+    train = [(q, " " + a) for q, a in GEN] + [(LEADING_BLANK[0], "\n\n" + LEADING_BLANK[1])] + [(q, " " + c[g]) for q, c, g in MC]
     tok = make_tokenizer(d / "tok", [p + a for p, a in train] + DOCS)
-    untrained = make_model(d / "untrained", tok, seed=0)
+    untrained = make_model(d / "untrained", tok, seed=1)
     trained = make_model(d / "trained", tok, seed=0, train_texts=train, steps=150)
     return {"dir": d, "tok": tok, "untrained": untrained, "trained": trained,
             "tasks": load_tasks(["secnb_gen", "secnb_mc", "secnb_ppl"], d / "tasks")}

@@ -194,3 +194,36 @@ def test_html_report_renders_in_chromium(report_run, tmp_path):
                     "--window-size=1200,2400", f"--screenshot={shot}", (report_run / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000    # a rendered page, not a blank one
+
+
+def test_chance_levels_come_from_the_harness_choices_of_the_scored_documents(tmp_path):
+    """Figure 5's chance lines: per document 1 / its number of choices as lm-eval's own task builds them (ARC rows
+    with 4 and 3 choices, BoolQ's 2), TruthfulQA mc2's share of true answers; only the documents that were scored."""
+    from sec_nb.lmeval import harness_task, write_tasks
+    from sec_nb.report import group_scores, task_chance
+    arc = [{"id": "a1", "question": "Which gas do plants take in?", "answerKey": "B",
+            "choices": {"text": ["oxygen", "carbon dioxide", "nitrogen", "helium"], "label": ["A", "B", "C", "D"]}},
+           {"id": "a2", "question": "Water boils at sea level at", "answerKey": "C",
+            "choices": {"text": ["0 C", "50 C", "100 C"], "label": ["A", "B", "C"]}}]
+    boolq = [{"question": "can a penguin fly", "passage": "Penguins are flightless birds.", "idx": 0, "label": 0}]
+    tq = [{"question": "Is the earth flat?", "mc1_targets": {"choices": ["No.", "Yes."], "labels": [1, 0]},
+           "mc2_targets": {"choices": ["No, it is round.", "No.", "Yes."], "labels": [1, 1, 0]}},
+          {"question": "Can pigs fly?", "mc1_targets": {"choices": ["No.", "Yes."], "labels": [1, 0]},
+           "mc2_targets": {"choices": ["No.", "Yes.", "Sometimes.", "Always."], "labels": [1, 0, 0, 0]}}]
+    configs = {}
+    for name, rows in {"arc_easy": arc, "boolq": boolq, "truthfulqa_mc2": tq}.items():
+        f = tmp_path / "sets" / f"{name}.jsonl"
+        f.parent.mkdir(exist_ok=True)
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        configs[name] = harness_task(name, f)
+    write_tasks(tmp_path / "run" / "eval" / "tasks", configs)
+    items = pd.DataFrame([{"model": "m", "task": t, "metric": NOUS_METRIC[t], "doc": d, "value": 1.0, "weight": 1.0}
+                          for t, docs in {"arc_easy": [0, 1], "boolq": [0], "truthfulqa_mc2": [1]}.items() for d in docs])
+    chance = task_chance(tmp_path / "run", items)
+    assert chance == pytest.approx({"arc_easy": (1 / 4 + 1 / 3) / 2, "boolq": 0.5, "truthfulqa_mc2": 0.25})
+    # a group's chance is aggregated as its scores are: the unweighted mean over its tasks
+    results = normalize(items.assign(suite=items["task"].map({"arc_easy": "gpt4all", "boolq": "gpt4all",
+                                                              "truthfulqa_mc2": "truthfulqa"}))
+                        .groupby(["model", "suite", "task", "metric"], as_index=False)["value"].mean())
+    g = group_scores(results, None, chance).set_index("group")["chance"]
+    assert g["GPT4All"] == pytest.approx(((1 / 4 + 1 / 3) / 2 + 0.5) / 2) and g["TruthfulQA"] == pytest.approx(0.25)
