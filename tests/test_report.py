@@ -68,6 +68,31 @@ def write_run(rd, seeds=(1,)):
                                     "lr": 1e-3 * min(1, i / 5), "grad_norm": 1.0, "tokens_per_s": 1000}) + "\n")
         res.to_csv(run / "eval" / "results.csv", index=False)
         items.to_csv(run / "eval" / "items.csv.gz", index=False)
+    write_general_tasks(rd)
+
+
+# rows in the hub schemas of the general tasks known_results scores (AGIEval 5 choices, HellaSwag 4, BIG-bench's
+# navigate 2, TruthfulQA mc2 one true answer in 3): the eval stage's task folder, from which Figure 5 reads chance
+GENERAL_ROWS = {
+    "agieval_lsat_ar": lambda i: {"query": f"Question {i}?", "choices": [f"({c}){c.lower()}" for c in "ABCDE"], "gold": [0]},
+    "hellaswag": lambda i: {"ind": i, "activity_label": "Cooking", "ctx_a": f"Step {i}.", "ctx_b": "then", "ctx": f"Step {i}. then",
+                            "endings": ["a.", "b.", "c.", "d."], "split": "val", "label": "0"},
+    "bbh_navigate": lambda i: {"idx": i, "inputs": f"Take {i} steps.\nOptions:\n- Yes\n- No\nA:", "targets": ["No"],
+                               "multiple_choice_targets": ["Yes", "No"], "multiple_choice_scores": [0, 1]},
+    "truthfulqa_mc2": lambda i: {"question": f"Question {i}?", "mc1_targets": {"choices": ["a", "b"], "labels": [1, 0]},
+                                 "mc2_targets": {"choices": ["a", "b", "c"], "labels": [1, 0, 0]}}}
+GENERAL_CHANCE = {"AGIEval": 1 / 5, "GPT4All": 1 / 4, "BIG-bench MC (BBH items)": 1 / 2, "TruthfulQA": 1 / 3}
+
+
+def write_general_tasks(rd, n=200):
+    from sec_nb.lmeval import harness_task, write_tasks
+    configs = {}
+    for name, row in GENERAL_ROWS.items():
+        f = rd / "eval" / "sets" / f"{name}.jsonl"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("".join(json.dumps(row(i)) + "\n" for i in range(n)))
+        configs[name] = harness_task(name, f)
+    write_tasks(rd / "eval" / "tasks", configs)
 
 
 def test_insight_verdicts_are_computed():
@@ -160,6 +185,8 @@ def test_report_stage_writes_figures_and_tables(report_run):
         assert (out / f"{stem}.png").stat().st_size > 5000, stem
     fig3 = pd.read_csv(out / "figure3_domain_perplexity.csv").set_index("name")["value"]
     assert fig3.to_dict() == {"CPT": 12.0, "CPT-Merge": 15.0, "Instruct": 30.0}
+    chance = pd.read_csv(out / "figure5_general.csv").groupby("group")["chance"].first()
+    assert chance.to_dict() == pytest.approx(GENERAL_CHANCE)
     rec = json.loads((out / "stage.json").read_text())
     assert rec["status"] == "ok" and rec["counts"]["figures"] >= 8 and rec["published"] is False
     ins = pd.read_csv(out / "insights.csv")
