@@ -68,7 +68,7 @@ def write_run(rd, seeds=(1,)):
                                     "lr": 1e-3 * min(1, i / 5), "grad_norm": 1.0, "tokens_per_s": 1000}) + "\n")
         res.to_csv(run / "eval" / "results.csv", index=False)
         items.to_csv(run / "eval" / "items.csv.gz", index=False)
-    write_general_tasks(rd)
+    write_harness_tasks(rd, {name: [row(i) for i in range(200)] for name, row in GENERAL_ROWS.items()})
 
 
 # rows in the hub schemas of the general tasks known_results scores (AGIEval 5 choices, HellaSwag 4, BIG-bench's
@@ -84,13 +84,14 @@ GENERAL_ROWS = {
 GENERAL_CHANCE = {"AGIEval": 1 / 5, "GPT4All": 1 / 4, "BIG-bench MC (BBH items)": 1 / 2, "TruthfulQA": 1 / 3}
 
 
-def write_general_tasks(rd, n=200):
+def write_harness_tasks(rd, rows: dict[str, list[dict]]):
+    "The eval stage's task folder of run `rd`: lm-eval's own task for each name, reading `rows` (hub schema)."
     from sec_nb.lmeval import harness_task, write_tasks
     configs = {}
-    for name, row in GENERAL_ROWS.items():
+    for name, rs in rows.items():
         f = rd / "eval" / "sets" / f"{name}.jsonl"
         f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text("".join(json.dumps(row(i)) + "\n" for i in range(n)))
+        f.write_text("".join(json.dumps(r) + "\n" for r in rs))
         configs[name] = harness_task(name, f)
     write_tasks(rd / "eval" / "tasks", configs)
 
@@ -226,24 +227,14 @@ def test_html_report_renders_in_chromium(report_run, tmp_path):
 def test_chance_levels_come_from_the_harness_choices_of_the_scored_documents(tmp_path):
     """Figure 5's chance lines: per document 1 / its number of choices as lm-eval's own task builds them (ARC rows
     with 4 and 3 choices, BoolQ's 2), TruthfulQA mc2's share of true answers; only the documents that were scored."""
-    from sec_nb.lmeval import harness_task, write_tasks
+    from test_eval_harness import ARC_HUB, BOOLQ_HUB
     from sec_nb.report import group_scores, task_chance
-    arc = [{"id": "a1", "question": "Which gas do plants take in?", "answerKey": "B",
-            "choices": {"text": ["oxygen", "carbon dioxide", "nitrogen", "helium"], "label": ["A", "B", "C", "D"]}},
-           {"id": "a2", "question": "Water boils at sea level at", "answerKey": "C",
-            "choices": {"text": ["0 C", "50 C", "100 C"], "label": ["A", "B", "C"]}}]
-    boolq = [{"question": "can a penguin fly", "passage": "Penguins are flightless birds.", "idx": 0, "label": 0}]
+    arc = [ARC_HUB[0], {**ARC_HUB[1], "choices": {"text": ["0 C", "50 C", "100 C"], "label": ["1", "2", "3"]}}]   # 4 and 3 choices
     tq = [{"question": "Is the earth flat?", "mc1_targets": {"choices": ["No.", "Yes."], "labels": [1, 0]},
            "mc2_targets": {"choices": ["No, it is round.", "No.", "Yes."], "labels": [1, 1, 0]}},
           {"question": "Can pigs fly?", "mc1_targets": {"choices": ["No.", "Yes."], "labels": [1, 0]},
            "mc2_targets": {"choices": ["No.", "Yes.", "Sometimes.", "Always."], "labels": [1, 0, 0, 0]}}]
-    configs = {}
-    for name, rows in {"arc_easy": arc, "boolq": boolq, "truthfulqa_mc2": tq}.items():
-        f = tmp_path / "sets" / f"{name}.jsonl"
-        f.parent.mkdir(exist_ok=True)
-        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        configs[name] = harness_task(name, f)
-    write_tasks(tmp_path / "run" / "eval" / "tasks", configs)
+    write_harness_tasks(tmp_path / "run", {"arc_easy": arc, "boolq": BOOLQ_HUB[1:], "truthfulqa_mc2": tq})
     items = pd.DataFrame([{"model": "m", "task": t, "metric": NOUS_METRIC[t], "doc": d, "value": 1.0, "weight": 1.0}
                           for t, docs in {"arc_easy": [0, 1], "boolq": [0], "truthfulqa_mc2": [1]}.items() for d in docs])
     chance = task_chance(tmp_path / "run", items)
