@@ -90,7 +90,7 @@ def mc_task(name, data_file, suite, extra_metrics=()) -> dict:
     return {**_base(name, data_file, suite), "output_type": "multiple_choice", "doc_to_text": "{{query}}",
             "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}", "metric_list": metrics}
 
-FINBEN_STOP = []   # FinBen generates with `until: None`: to EOS or max_gen_toks; lm-eval adds EOS to an empty list
+FINBEN_STOP = ()   # FinBen generates with `until: None`: to EOS or max_gen_toks; lm-eval adds EOS to the (copied) list
 
 def generate_task(name, data_file, suite, results_fn, metrics, max_gen_toks, target="answer") -> dict:
     return {**_base(name, data_file, suite), "output_type": "generate_until", "doc_to_text": "{{query}}",

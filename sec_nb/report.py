@@ -16,12 +16,12 @@ import pandas as pd
 import seaborn as sns
 
 # %% auto 0
-__all__ = ['PAPER_NAMES', 'ORDER', 'GENERAL_GROUPS', 'CORPUS_LABELS', 'PRIMARY', 'GROUPS', 'TASK_TITLES', 'METRIC_WORDS',
-           'CHANCE', 'paper_name', 'model_order', 'palette', 'load_metrics', 'load_results', 'load_items',
-           'model_precision', 'seed_runs', 'load_seed_results', 'normalize', 'compared', 'primary', 'benchmark_group',
-           'with_seed_band', 'figure_1_2', 'figure_3', 'figure_4', 'task_chance', 'group_scores', 'figure_5',
-           'figure_6', 'check_insights', 'seed_spread', 'forgetting_table', 'figure_forgetting', 'tradeoff',
-           'figure_tradeoff', 'save', 'stage_times']
+__all__ = ['PAPER_NAMES', 'ORDER', 'GENERAL_GROUPS', 'CORPUS_LABELS', 'PRIMARY', 'TASK_METRIC', 'GROUPS', 'TASK_NAMES',
+           'METRIC_WORDS', 'CHANCE', 'paper_name', 'model_order', 'palette', 'load_metrics', 'load_results',
+           'load_items', 'model_precision', 'seed_runs', 'load_seed_results', 'normalize', 'compared', 'primary',
+           'benchmark_group', 'task_title', 'with_seed_band', 'figure_1_2', 'figure_3', 'figure_4', 'task_chance',
+           'group_scores', 'figure_5', 'figure_6', 'check_insights', 'seed_spread', 'forgetting_table',
+           'figure_forgetting', 'tradeoff', 'figure_tradeoff', 'save', 'stage_times']
 
 # %% ../nbs/07_report.ipynb
 PAPER_NAMES = {"base": "Base", "instruct": "Instruct", "cpt": "CPT", "merge_ties": "CPT-Merge", "ties": "CPT-Merge",
@@ -104,14 +104,16 @@ def compared(df: pd.DataFrame) -> pd.DataFrame:
 # %% ../nbs/07_report.ipynb
 PRIMARY = ["word_perplexity", "rouge1", "exact_match", "acc_norm", "acc", "mc2", "mc1", "f1", "mcc",
            "byte_perplexity", "bits_per_byte"]
+# FinArg's two labels differ in length ("claim", "premise"), so length normalisation favours one: plain accuracy
+TASK_METRIC = {"finarg_ecc_ll": "acc"}
 
 def primary(df: pd.DataFrame) -> pd.DataFrame:
     "One row per (model, suite, task): its primary metric."
     from sec_nb.lmeval import NOUS_METRIC
-    rank = {m: i for i, m in enumerate(PRIMARY)}
-    def r(task, m):   # a Nous task's Nous metric first; otherwise the order of PRIMARY
+    rank, preferred = {m: i for i, m in enumerate(PRIMARY)}, {**NOUS_METRIC, **TASK_METRIC}
+    def r(task, m):   # a Nous task's Nous metric (or TASK_METRIC's) first; otherwise the order of PRIMARY
         m = str(m).split(",")[0]
-        return -1 if NOUS_METRIC.get(task) == m else rank.get(m, len(rank))
+        return -1 if preferred.get(task) == m else rank.get(m, len(rank))
     d = df.assign(_r=[r(t, m) for t, m in zip(df["task"], df["metric"])])
     d = d.sort_values("_r").groupby(["model", "suite", "task"], as_index=False).first().drop(columns="_r")
     if "group" not in d or d["group"].isna().all(): d["group"] = d["task"].map(benchmark_group)
@@ -129,13 +131,18 @@ def benchmark_group(task: str) -> str:
     return next((g for prefix, g in GROUPS if t.startswith(prefix) or f"_{prefix}" in t), task)
 
 # %% ../nbs/07_report.ipynb
-TASK_TITLES = {"convfinqa": "ConvFinQA: exact match (FinBen)", "tatqa": "TAT-QA: exact match (FinBen)",
-               "finarg_ecc": "FinArg ECC, generated label: accuracy (FinBen)",
-               "finarg_ecc_ll": "FinArg ECC by likelihood (ours): accuracy", "ectsum": "ECTSum (for EDTSum): ROUGE-1 (FinBen)",
-               "sec_heldout": "held-out SEC text"}
+TASK_NAMES = {"convfinqa": ("ConvFinQA", "FinBen"), "tatqa": ("TAT-QA", "FinBen"),
+              "finarg_ecc": ("FinArg ECC, generated label", "FinBen"), "finarg_ecc_ll": ("FinArg ECC by likelihood", "ours"),
+              "ectsum": ("ECTSum (for EDTSum)", "FinBen"), "sec_heldout": ("held-out SEC text", "")}
 METRIC_WORDS = {"exact_match": "exact match", "acc": "accuracy", "acc_norm": "accuracy (length-normalised)",
                 "rouge1": "ROUGE-1 F", "f1": "F1", "mcc": "Matthews correlation", "word_perplexity": "word perplexity"}
 CHANCE = {"finarg_ecc": 0.5, "finarg_ecc_ll": 0.5}
+
+def task_title(task: str, metric: str) -> str:
+    "A facet title in words, named from the metric actually shown, e.g. 'ConvFinQA: exact match (FinBen)'."
+    name, source = TASK_NAMES.get(task, (task, ""))
+    m = str(metric).split(",")[0]
+    return f"{name}: {METRIC_WORDS.get(m, m)}" + (f" ({source})" if source else "")
 
 def _errorbars(ax, table: pd.DataFrame, x: str, hue: str, names: list[str], cats: list[str]):
     "95% interval whiskers on seaborn's bars (one container per hue level; category i sits at x = i)."
@@ -219,8 +226,8 @@ def figure_3(results: pd.DataFrame, seeds: pd.DataFrame | None = None):
 def figure_4(results: pd.DataFrame):
     "Figure 4: domain tasks by model (ConvFinQA, TAT-QA, financial classification, summarization)."
     t = primary(compared(results)[lambda d: d["suite"] == "domain"])
-    t = t.assign(benchmark=[TASK_TITLES.get(k, f"{k}: {METRIC_WORDS.get(m, m)}") for k, m in zip(t["task"], t["metric"])])
-    chance = {TASK_TITLES.get(k, k): v for k, v in CHANCE.items()}
+    t = t.assign(benchmark=[task_title(k, m) for k, m in zip(t["task"], t["metric"])])
+    chance = dict(zip(t["benchmark"], t["task"].map(CHANCE)))
     return _bar(t, "name", "value", "Figure 4: domain-specific evaluations", "score", col="benchmark",
                 chance=lambda key: chance.get(key)), t
 
@@ -274,8 +281,9 @@ def figure_5(results: pd.DataFrame, items: pd.DataFrame | None = None, chance: d
         for i, label in enumerate(t.get_text() for t in ax.get_xticklabels()):
             c = g.loc[g["group"] == label, "chance"].dropna()
             if len(c): ax.hlines(c.iloc[0], i - 0.45, i + 0.45, colors="grey", linestyles="--", linewidth=0.9, zorder=5)
-        ax.text(ax.get_xlim()[1], float(g["chance"].dropna().iloc[-1]), " chance", va="center", fontsize=7, color="grey")
-        ax.set_ylim(0, max(ax.get_ylim()[1], float(g["chance"].max()) * 1.15))
+        if g["chance"].notna().any():
+            ax.text(ax.get_xlim()[1], float(g["chance"].dropna().iloc[-1]), " chance", va="center", fontsize=7, color="grey")
+            ax.set_ylim(0, max(ax.get_ylim()[1], float(g["chance"].max()) * 1.15))
     return fig, g
 
 def figure_6(results: pd.DataFrame, seeds: pd.DataFrame | None = None):
@@ -285,9 +293,13 @@ def figure_6(results: pd.DataFrame, seeds: pd.DataFrame | None = None):
     return _bar(t, "corpus", "value", "Figure 6: general perplexity by dataset (lower is better)", "word perplexity", log=True), t
 
 # %% ../nbs/07_report.ipynb
+def _num(x: float) -> float:
+    "0 for float noise (a difference of two equal means can come out as -6e-18), so that it prints as 0."
+    return 0.0 if abs(x) < 1e-12 else x
+
 def _fmt(c) -> str:
     if c is None: return "n/a"
-    return f"{c['effect']:+.3g} [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}], MDD {c['mdd']:.3g}"
+    return f"{_num(c['effect']):+.3g} [{_num(c['ci_low']):+.3g}, {_num(c['ci_high']):+.3g}], MDD {_num(c['mdd']):.3g}"
 
 def _within(c, band: float) -> str:
     "Verdict of a claim that the effect lies within +-band."

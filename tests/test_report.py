@@ -149,6 +149,26 @@ def test_models_that_score_zero_everywhere_are_not_called_the_same():
     assert v1["summarization ROUGE-1 about the same for all models (within 10%)"] != CONSTANT_VERDICT
 
 
+def test_figure_4_titles_name_the_metric_each_facet_shows():
+    "FinArg by likelihood is shown by plain accuracy (its labels differ in length) and titled so; each title names its metric."
+    from sec_nb.report import figure_4
+    extra = [dict(model=m, suite="domain", task="finarg_ecc_ll", metric=metric, value=v, stderr=0.0, n=10)
+             for m in ("instruct", "cpt", "merge_ties") for metric, v in (("acc", 0.6), ("acc_norm", 0.4))]
+    _, t = figure_4(normalize(pd.concat([known_results(), pd.DataFrame(extra)], ignore_index=True)))
+    ll = t[t["task"] == "finarg_ecc_ll"]
+    assert set(ll["metric"].str.split(",").str[0]) == {"acc"} and (ll["value"] == 0.6).all()
+    assert set(ll["benchmark"]) == {"FinArg ECC by likelihood: accuracy (ours)"}
+    titles = dict(zip(t["task"], t["benchmark"]))
+    assert titles["convfinqa"] == "ConvFinQA: exact match (FinBen)" and titles["ectsum"] == "ECTSum (for EDTSum): ROUGE-1 F (FinBen)"
+
+
+def test_float_noise_prints_as_zero_in_the_insight_table():
+    "A difference of two equal means (-6.17e-18 in the smol run) is printed as 0, a real small effect as itself."
+    from sec_nb.report import _fmt
+    assert _fmt(dict(effect=-6.17e-18, ci_low=-0.0556, ci_high=0.0556, mdd=0.11)) == "+0 [-0.0556, +0.0556], MDD 0.11"
+    assert _fmt(dict(effect=-0.002, ci_low=-0.01, ci_high=0.006, mdd=0.02)).startswith("-0.002 [")
+
+
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
     rd = tmp_path_factory.mktemp("run")
