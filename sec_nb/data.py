@@ -46,10 +46,10 @@ __all__ = ['BALANCE_MAX_FILES', 'EXCLUDED_GENERAL', 'html_to_markdown', 'Extract
            'EdgarExtractor', 'ixbrl_facts', 'markdown_tables', 'numbers_kept', 'RejectFilter', 'remove_boilerplate',
            'count_letters', 'quality_reason', 'SecQualityFilter', 'word_hashes', 'shingle_hashes', 'MinHasher',
            'minhash_config', 'SecMinhashSignature', 'StableMinhashCluster', 'SecMinhashFilter', 'gzip_writer',
-           'is_heldout', 'SplitWriter', 'StrictJsonlReader', 'TaskFileReader', 'iter_filings', 'select_filings',
-           'list_filings', 'balanced_order', 'default_partition', 'build_pipeline', 'slurm_job_state', 'wait_for_slurm',
-           'write_paths_file', 'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents', 'write_documents',
-           'chunk_text', 'general_documents', 'instruct_examples', 'write_instruct']
+           'TalliedWriter', 'is_heldout', 'SplitWriter', 'StrictJsonlReader', 'TaskFileReader', 'iter_filings',
+           'select_filings', 'list_filings', 'balanced_order', 'default_partition', 'build_pipeline', 'slurm_job_state',
+           'wait_for_slurm', 'write_paths_file', 'run_sec_pipeline', 'copy_corpus', 'account', 'sec_text_documents',
+           'write_documents', 'chunk_text', 'general_documents', 'instruct_examples', 'write_instruct']
 
 # %% ../nbs/01_data.ipynb
 def html_to_markdown(html: str) -> str:
@@ -195,7 +195,7 @@ class RejectFilter(BaseFilter):
 # %% ../nbs/01_data.ipynb
 _BOILER_RE = re.compile(r"^\s*(\[?table of contents\]?(\(.*\))?|back to (contents|top)|page \d+( of \d+)?|-?\s*\d{1,3}\s*-?|[-_=*]{3,}|\|?(\s*\|)+\s*)\s*$", re.I)
 # the same line pattern with spaces that stay on their line, applied to the whole text at once (no loop over lines)
-_BOILER_LINES_RE = re.compile("^" + _BOILER_RE.pattern[1:-1].replace(r"\s", r"[^\S\n]") + "$(?:\n|\Z)", re.I | re.M)
+_BOILER_LINES_RE = re.compile("^" + _BOILER_RE.pattern[1:-1].replace(r"\s", r"[^\S\n]") + r"$(?:\n|\Z)", re.I | re.M)
 
 def remove_boilerplate(text: str) -> str:
     "Text without navigation and pagination lines."
@@ -441,6 +441,35 @@ def gzip_writer(folder, filename: str = "${rank}.jsonl.gz") -> JsonlWriter:
     return JsonlWriter(folder, output_filename=filename, compression="gzip_fast")
 
 
+class TalliedWriter(JsonlWriter):
+    "datatrove's JsonlWriter (gzip level 1) that tallies what each task wrote (documents, bytes, words; by reason, form, "
+    "payload; filings) into a small JSON file per task, so that the accounting sums tallies instead of reading the "
+    "corpus back in one process (hours at paper scale)."
+    def __init__(self, folder, tally_folder, words: bool = False):
+        super().__init__(folder, output_filename="${rank}.jsonl.gz", compression="gzip_fast")
+        self.tally_folder, self.words = get_datafolder(str(tally_folder)), words
+        self._reset()
+
+    def _reset(self): self.rank, self.tally = None, {"docs": 0, "bytes": 0, "words": 0, "reason": {}, "form": {}, "payload": {}, "filings": set()}
+
+    def write(self, document: Document, rank: int = 0, **kwargs):
+        super().write(document, rank, **kwargs)
+        m, t, self.rank = document.metadata, self.tally, rank
+        w = len(document.text.split()) if self.words else 0
+        t["docs"] += 1; t["bytes"] += m.get("bytes", 0); t["words"] += w
+        for key, value, add in (("reason", m.get("filter_reason", "unknown"), (1, m.get("bytes", 0))),
+                                ("form", m.get("form", ""), (1, w)), ("payload", m.get("payload", ""), (1, 0))):
+            t[key][value] = [a + b for a, b in zip(t[key].get(value, (0, 0)), add)]
+        if self.words: t["filings"].add(m.get("filing"))
+
+    def close(self):
+        super().close()
+        if self.rank is not None:
+            with self.tally_folder.open(f"{self.rank:05d}.json", "w") as f:
+                json.dump({**self.tally, "filings": sorted(map(str, self.tally["filings"]))}, f)
+        self._reset()      # the local executor runs the ranks of one worker with the same step objects
+
+
 def is_heldout(filing: str, pct: int) -> bool:
     "Stable assignment of a filing to the held-out split (`pct` percent of filings)."
     return int(hashlib.sha1(filing.encode()).hexdigest()[:8], 16) % 100 < pct
@@ -451,9 +480,10 @@ class SplitWriter(PipelineStep):
     name = "✂️ split by filing"
     type = "💽 - WRITER"
 
-    def __init__(self, train_folder, heldout_folder, heldout_pct: int):
+    def __init__(self, train_folder, heldout_folder, heldout_pct: int, tally_folder):
         super().__init__()
-        self.train, self.heldout = gzip_writer(train_folder), gzip_writer(heldout_folder)
+        self.train = TalliedWriter(train_folder, f"{tally_folder}/sec_train", words=True)
+        self.heldout = TalliedWriter(heldout_folder, f"{tally_folder}/sec_heldout", words=True)
         self.pct = heldout_pct
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -589,7 +619,7 @@ def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1
                    bands: int = 14, rows: int = 8) -> dict:
     "The four executors (extract + signatures, buckets, clusters, filter + split); run the last one (it runs its dependencies first)."
     out, scratch = output.rstrip("/"), f"{output.rstrip('/')}/scratch"
-    rej = lambda step: gzip_writer(f"{out}/rejected/{step}")
+    rej = lambda step: TalliedWriter(f"{out}/rejected/{step}", f"{scratch}/tally/{step}")
     config = minhash_config(bands, rows)
     run = lambda steps, n, name, depends=None: _executor(steps, n, min(workers, n), f"{scratch}/logs/{name}", executor,
                                                           depends=depends, slurm=slurm, name=f"sec_{name}")
@@ -609,7 +639,7 @@ def build_pipeline(source: str, output: str, *, tasks: int = 2, workers: int = 1
     split = run([
         TaskFileReader(f"{scratch}/extracted"),
         SecMinhashFilter(f"{scratch}/minhash/remove", exclusion_writer=rej("dedup")),
-        SplitWriter(f"{out}/sec_train", f"{out}/sec_heldout", heldout_pct),
+        SplitWriter(f"{out}/sec_train", f"{out}/sec_heldout", heldout_pct, f"{scratch}/tally"),
     ], tasks, "filter", clusters)
     return {"extract": extract, "buckets": buckets, "clusters": clusters, "filter": split}
 
@@ -716,14 +746,12 @@ def copy_corpus(output: str, local_dir, folders=("sec_train", "sec_heldout")) ->
     return copied
 
 # %% ../nbs/01_data.ipynb
-def _read_jsonl_folder(folder: str):
+def _tallies(folder: str):
+    "The per-task tallies a `TalliedWriter` left in `folder`."
     df = get_datafolder(folder)
     if not df.exists(""): return
-    for name in sorted(df.list_files(recursive=True)):
-        if not name.endswith(".jsonl.gz"): continue
-        with df.open(name, "rb") as f, gzip.open(f, "rt") as g:
-            for line in g:
-                if line.strip(): yield orjson.loads(line)
+    for name in sorted(df.list_files()):
+        with df.open(name) as f: yield json.load(f)
 
 
 def _step_total(logging_dir: str, kind: str, name: str = "") -> int:
@@ -738,26 +766,26 @@ def _step_total(logging_dir: str, kind: str, name: str = "") -> int:
 
 
 def account(output: str) -> dict:
-    "Counts of kept and rejected documents by reason, form, split, bytes and words; checks read == kept + rejected."
+    "Counts of kept and rejected documents by reason, form, split, bytes and words, summed from the tallies of the "
+    "writers (each task's, as written); checks read == kept + rejected."
     out = output.rstrip("/")
     by = {k: defaultdict(lambda: Counter()) for k in ("reason", "form", "payload")}
-    kept = Counter()
+    kept, filings = Counter(), {}
     for split in ("sec_train", "sec_heldout"):
-        for d in _read_jsonl_folder(f"{out}/{split}"):
-            m, w = d.get("metadata", {}), len(d["text"].split())
-            kept.update(docs=1, words=w, bytes=m.get("bytes", 0), **{f"docs_{split}": 1, f"words_{split}": w})
-            kept[f"filings_{split}:{m.get('filing')}"] = 1
-            by["form"][m.get("form", "")].update(kept=1, kept_words=w)
-            by["payload"][m.get("payload", "")].update(kept=1)
+        filings[split] = set()
+        for t in _tallies(f"{out}/scratch/tally/{split}"):
+            kept.update(docs=t["docs"], words=t["words"], bytes=t["bytes"],
+                        **{f"docs_{split}": t["docs"], f"words_{split}": t["words"]})
+            filings[split].update(t["filings"])
+            for form, (n, w) in t["form"].items(): by["form"][form].update(kept=n, kept_words=w)
+            for payload, (n, _) in t["payload"].items(): by["payload"][payload].update(kept=n)
     rejected = Counter()
     for step in ("format", "quality", "dedup"):
-        for d in _read_jsonl_folder(f"{out}/rejected/{step}"):
-            m = d.get("metadata", {})
-            reason = m.get("filter_reason", "unknown")
-            rejected.update(docs=1, bytes=m.get("bytes", 0))
-            by["reason"][reason].update(docs=1, bytes=m.get("bytes", 0))
-            by["form"][m.get("form", "")].update(rejected=1)
-            by["payload"][m.get("payload", "")].update(rejected=1)
+        for t in _tallies(f"{out}/scratch/tally/{step}"):
+            rejected.update(docs=t["docs"], bytes=t["bytes"])
+            for reason, (n, b) in t["reason"].items(): by["reason"][reason].update(docs=n, bytes=b)
+            for form, (n, _) in t["form"].items(): by["form"][form].update(rejected=n)
+            for payload, (n, _) in t["payload"].items(): by["payload"][payload].update(rejected=n)
     # documents in: those of the raw files plus those of the extra folders; the hand-over folder is counted
     # twice, as written by the first executor and as read by the second, and the two counts must agree
     logs = f"{out}/scratch/logs"
@@ -765,8 +793,7 @@ def account(output: str) -> dict:
     if handed != received:
         raise RuntimeError(f"hand-over mismatch in {out}/scratch/extracted: {handed} documents written, {received} read")
     read = _step_total(f"{logs}/extract", "READER")
-    filings = {s: sum(1 for k in kept if k.startswith(f"filings_{s}:")) for s in ("sec_train", "sec_heldout")}
-    kept = Counter({k: v for k, v in kept.items() if not k.startswith("filings_")})
+    filings = {s: len(f) for s, f in filings.items()}
     acc = {"read": read, "kept": dict(kept), "rejected": dict(rejected), "filings_kept": filings,
            "by_reason": {k: dict(v) for k, v in sorted(by["reason"].items())},
            "by_form": {k: dict(v) for k, v in sorted(by["form"].items())},

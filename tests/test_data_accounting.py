@@ -39,6 +39,24 @@ def test_handover_loss_fails_loudly(tmp_path):
         account(str(out))
 
 
+def test_tallies_equal_what_is_on_disk(tmp_path):
+    "The accounting sums the writers' per-task tallies; they equal a count of the written files, read back (2 tasks)."
+    from collections import Counter
+    src = write_filings(tmp_path, n=4)
+    out = tmp_path / "out"
+    acc = run_sec_pipeline(str(src), str(out), tasks=2, workers=1, min_words=20, heldout_pct=50)
+    kept = {s: read_gz(out / s) for s in ("sec_train", "sec_heldout")}
+    assert acc["kept"]["docs"] == sum(map(len, kept.values())) > 0
+    for s, docs in kept.items():
+        assert acc["kept"][f"docs_{s}"] == len(docs) and acc["filings_kept"][s] == len({d["metadata"]["filing"] for d in docs})
+        assert acc["kept"][f"words_{s}"] == sum(len(d["text"].split()) for d in docs)
+    rejected = [d for step in ("format", "quality", "dedup") for d in read_gz(out / "rejected" / step)]
+    assert acc["rejected"]["docs"] == len(rejected) > 0
+    assert {r: v["docs"] for r, v in acc["by_reason"].items()} == dict(Counter(d["metadata"]["filter_reason"] for d in rejected))
+    forms = Counter(d["metadata"].get("form", "") for docs in kept.values() for d in docs)
+    assert {f: v["kept"] for f, v in acc["by_form"].items() if v.get("kept")} == dict(forms)
+
+
 def digests(folder: Path) -> dict:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*.jsonl.gz"))}
