@@ -150,6 +150,7 @@ def publish_reference(preset: str, run_dir: str | Path, params: dict | None = No
     if params:
         log(f"reference: not published ({', '.join(params)} changed the preset)"); return None
     root, run_dir = Path(root or project_root()), Path(run_dir)
+    commit = git_commit(root)                       # before the figures below change the work tree
     stale = stale_stages(preset, run_dir, nbs_dir=root / "nbs")
     if stale:
         log(f"reference: not published (stages not current: {', '.join(stale)})"); return None
@@ -166,7 +167,7 @@ def publish_reference(preset: str, run_dir: str | Path, params: dict | None = No
     for f in files: shutil.copyfile(f, dest / f.name)
     parts = fingerprint_parts(preset, root)
     (dest / "FINGERPRINT.json").write_text(json.dumps(
-        {"preset": preset, "fingerprint": combine(parts), "commit": git_commit(root), "seed_runs": seeds,
+        {"preset": preset, "fingerprint": combine(parts), "commit": commit, "seed_runs": seeds,
          "files": sorted(f.name for f in files), "parts": parts}, indent=1, sort_keys=True) + "\n")
     log(f"reference: {len(files)} files and FINGERPRINT.json in {dest.relative_to(root)}")
     return dest

@@ -25,9 +25,9 @@ from .config import load_preset, project_root
 __all__ = ['DIGEST_EXCLUDED', 'DIGEST_TIMING_FIELDS', 'TRACKED', 'COMMANDS', 'Stage', 'discover_stages', 'hash_path',
            'stage_json', 'read_stage', 'run_relative', 'resolve_in_run', 'record_stage', 'notebook_text',
            'package_hash', 'fingerprint', 'is_current', 'stale_stages', 'digest_excluded', 'file_digest', 'tree_digest',
-           'output_digest', 'digest_differences', 'thread_settings', 'library_versions', 'StageFailed', 'run_stage',
-           'run_pipeline', 'write_html_report', 'parse_params', 'Command', 'command', 'main', 'run_command',
-           'seeds_command', 'data_command', 'convert_command', 'plan_command', 'presets_command']
+           'output_digest', 'digest_differences', 'thread_settings', 'library_versions', 'cpu_kind', 'StageFailed',
+           'run_stage', 'run_pipeline', 'write_html_report', 'parse_params', 'Command', 'command', 'main',
+           'run_command', 'seeds_command', 'data_command', 'convert_command', 'plan_command', 'presets_command']
 
 # %% ../nbs/00_run.ipynb
 @dataclass(frozen=True)
@@ -204,6 +204,13 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError: out[name] = None
     return out
 
+def cpu_kind() -> dict[str, str]:
+    "The CPU the stage ran on, as far as it changes results: fp32 kernels differ between instruction sets, so "
+    "byte-identical runs need the same kind of CPU (a reference made elsewhere differs from the first CPT step)."
+    import torch
+    return {"machine": platform.machine(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpus": str(os.cpu_count())}
+
 # %% ../nbs/00_run.ipynb
 class StageFailed(RuntimeError):
     "A stage notebook raised: the message names the stage, the cell, the error and the executed notebook."
@@ -238,7 +245,7 @@ def run_stage(stage: Stage, run_dir: Path, preset: str, params: dict, fp: str, p
     rec.update(stage=stage.name, status=status, fingerprint=fp, preset=preset, params=params,
                seeds=dataclasses.asdict(load_preset(preset, params).seeds), threads=thread_settings(),
                notebook=str(out_nb.relative_to(run_dir)), started=started,
-               seconds=round(time.time() - t0, 2), versions=library_versions(), error=error)
+               seconds=round(time.time() - t0, 2), versions=library_versions(), cpu=cpu_kind(), error=error)
     if status == "ok": rec["digest"] = output_digest(run_dir, stage.name)
     _write_stage(run_dir, stage.name, rec)
     if error: raise StageFailed(error)
