@@ -755,6 +755,17 @@ def copy_corpus(output: str, local_dir, folders=("sec_train", "sec_heldout")) ->
     return copied
 
 # %% ../nbs/01_data.ipynb
+def _read_jsonl_folder(folder: str):
+    "The rows of every .jsonl.gz file under `folder` (for looking at a corpus; the accounting reads tallies)."
+    df = get_datafolder(folder)
+    if not df.exists(""): return
+    for name in sorted(df.list_files(recursive=True)):
+        if not name.endswith(".jsonl.gz"): continue
+        with df.open(name, "rb") as f, gzip.open(f, "rt") as g:
+            for line in g:
+                if line.strip(): yield orjson.loads(line)
+
+
 def _tallies(folder: str):
     "The per-task tallies a `TalliedWriter` left in `folder`."
     df = get_datafolder(folder)
