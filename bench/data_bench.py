@@ -85,7 +85,9 @@ def main():
                  "Paired ratios: the loop's time divided by the configuration's in the same round; the rounds are "
                  "interleaved, so each pair shares the machine's load of that minute. "
                  "Targets (issue 3): 1 worker within 10% of the loop (>= 0.90x); 2 workers >= 1.70x.")
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = Path(args.out)      # the notes a person wrote under the table stay
+    notes = out.read_text().partition("\n## Notes")[2] if out.exists() else ""
+    out.write_text("\n".join(lines) + "\n" + (f"\n## Notes{notes}" if notes else ""))
     print("\n".join(lines))
 
 
