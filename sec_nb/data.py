@@ -446,9 +446,10 @@ class TalliedWriter(JsonlWriter):
     "datatrove's JsonlWriter (gzip level 1) that tallies what each task wrote (documents, bytes, words; by reason, form, "
     "payload; filings) into a small JSON file per task, so that the accounting sums tallies instead of reading the "
     "corpus back in one process (hours at paper scale)."
-    def __init__(self, folder, tally_folder, words: bool = False):
+    def __init__(self, folder, tally_folder, kept: bool = False):
+        "`kept`: the writer of kept documents (words and filings are counted); else an exclusion writer (reasons)."
         super().__init__(folder, output_filename="${rank}.jsonl.gz", compression="gzip_fast")
-        self.tally_folder, self.words = get_datafolder(str(tally_folder)), words
+        self.tally_folder, self.kept = get_datafolder(str(tally_folder)), kept
         self._reset()
 
     def _reset(self): self.rank, self.tally = None, {"docs": 0, "bytes": 0, "words": 0, "reason": {}, "form": {}, "payload": {}, "filings": set()}
@@ -456,12 +457,12 @@ class TalliedWriter(JsonlWriter):
     def write(self, document: Document, rank: int = 0, **kwargs):
         super().write(document, rank, **kwargs)
         m, t, self.rank = document.metadata, self.tally, rank
-        w = len(document.text.split()) if self.words else 0
-        t["docs"] += 1; t["bytes"] += m.get("bytes", 0); t["words"] += w
-        for key, value, add in (("reason", m.get("filter_reason", "unknown"), (1, m.get("bytes", 0))),
-                                ("form", m.get("form", ""), (1, w)), ("payload", m.get("payload", ""), (1, 0))):
-            t[key][value] = [a + b for a, b in zip(t[key].get(value, (0, 0)), add)]
-        if self.words: t["filings"].add(m.get("filing"))
+        counts = (1, m.get("bytes", 0), len(document.text.split()) if self.kept else 0)   # docs, bytes, words
+        for key, n in zip(("docs", "bytes", "words"), counts): t[key] += n
+        for key, value in (("reason", None if self.kept else m.get("filter_reason", "unknown")), ("form", m.get("form", "")),
+                           ("payload", m.get("payload", ""))):
+            if value is not None: t[key][value] = [a + b for a, b in zip(t[key].get(value, (0, 0, 0)), counts)]
+        if self.kept: t["filings"].add(m.get("filing"))
 
     def close(self):
         super().close()
@@ -483,8 +484,8 @@ class SplitWriter(PipelineStep):
 
     def __init__(self, train_folder, heldout_folder, heldout_pct: int, tally_folder):
         super().__init__()
-        self.train = TalliedWriter(train_folder, f"{tally_folder}/sec_train", words=True)
-        self.heldout = TalliedWriter(heldout_folder, f"{tally_folder}/sec_heldout", words=True)
+        self.train = TalliedWriter(train_folder, f"{tally_folder}/sec_train", kept=True)
+        self.heldout = TalliedWriter(heldout_folder, f"{tally_folder}/sec_heldout", kept=True)
         self.pct = heldout_pct
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -797,15 +798,15 @@ def account(output: str) -> dict:
             kept.update(docs=t["docs"], words=t["words"], bytes=t["bytes"],
                         **{f"docs_{split}": t["docs"], f"words_{split}": t["words"]})
             filings[split].update(t["filings"])
-            for form, (n, w) in t["form"].items(): by["form"][form].update(kept=n, kept_words=w)
-            for payload, (n, _) in t["payload"].items(): by["payload"][payload].update(kept=n)
+            for form, (n, _, w) in t["form"].items(): by["form"][form].update(kept=n, kept_words=w)
+            for payload, (n, _, _) in t["payload"].items(): by["payload"][payload].update(kept=n)
     rejected = Counter()
     for step in ("format", "quality", "dedup"):
         for t in _tallies(f"{out}/scratch/tally/{step}"):
             rejected.update(docs=t["docs"], bytes=t["bytes"])
-            for reason, (n, b) in t["reason"].items(): by["reason"][reason].update(docs=n, bytes=b)
-            for form, (n, _) in t["form"].items(): by["form"][form].update(rejected=n)
-            for payload, (n, _) in t["payload"].items(): by["payload"][payload].update(rejected=n)
+            for reason, (n, b, _) in t["reason"].items(): by["reason"][reason].update(docs=n, bytes=b)
+            for form, (n, _, _) in t["form"].items(): by["form"][form].update(rejected=n)
+            for payload, (n, _, _) in t["payload"].items(): by["payload"][payload].update(rejected=n)
     # documents in: those of the raw files plus those of the extra folders; the hand-over folder is counted
     # twice, as written by the first executor and as read by the second, and the two counts must agree
     logs = f"{out}/scratch/logs"

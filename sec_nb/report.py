@@ -227,7 +227,7 @@ def figure_4(results: pd.DataFrame):
     "Figure 4: domain tasks by model (ConvFinQA, TAT-QA, financial classification, summarization)."
     t = primary(compared(results)[lambda d: d["suite"] == "domain"])
     t = t.assign(benchmark=[task_title(k, m) for k, m in zip(t["task"], t["metric"])])
-    chance = dict(zip(t["benchmark"], t["task"].map(CHANCE)))
+    chance = {b: CHANCE[k] for b, k in zip(t["benchmark"], t["task"]) if k in CHANCE}
     return _bar(t, "name", "value", "Figure 4: domain-specific evaluations", "score", col="benchmark",
                 chance=lambda key: chance.get(key)), t
 

@@ -208,8 +208,7 @@ def cpu_kind() -> dict[str, str]:
     "The CPU the stage ran on, as far as it changes results: fp32 kernels differ between instruction sets, so "
     "byte-identical runs need the same kind of CPU (a reference made elsewhere differs from the first CPT step)."
     import torch
-    return {"machine": platform.machine(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpus": str(os.cpu_count())}
+    return {"machine": platform.machine(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 # %% ../nbs/00_run.ipynb
 class StageFailed(RuntimeError):
