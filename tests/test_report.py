@@ -154,12 +154,16 @@ def test_figure_4_titles_name_the_metric_each_facet_shows():
     from sec_nb.report import figure_4
     extra = [dict(model=m, suite="domain", task="finarg_ecc_ll", metric=metric, value=v, stderr=0.0, n=10)
              for m in ("instruct", "cpt", "merge_ties") for metric, v in (("acc", 0.6), ("acc_norm", 0.4))]
-    _, t = figure_4(normalize(pd.concat([known_results(), pd.DataFrame(extra)], ignore_index=True)))
+    fig, t = figure_4(normalize(pd.concat([known_results(), pd.DataFrame(extra)], ignore_index=True)))
     ll = t[t["task"] == "finarg_ecc_ll"]
     assert set(ll["metric"].str.split(",").str[0]) == {"acc"} and (ll["value"] == 0.6).all()
     assert set(ll["benchmark"]) == {"FinArg ECC by likelihood: accuracy (ours)"}
     titles = dict(zip(t["task"], t["benchmark"]))
     assert titles["convfinqa"] == "ConvFinQA: exact match (FinBen)" and titles["ectsum"] == "ECTSum (for EDTSum): ROUGE-1 F (FinBen)"
+    # a chance line (and its label) on the two FinArg facets only, at 1/2
+    lines = {ax.get_title(): [l.get_ydata()[0] for l in ax.lines if l.get_linestyle() == "--"] for ax in fig.axes}
+    assert {k: v for k, v in lines.items() if v} == {titles["finarg_ecc"]: [0.5], titles["finarg_ecc_ll"]: [0.5]}
+    assert sum(" chance" == x.get_text() for ax in fig.axes for x in ax.texts) == 2
 
 
 def test_float_noise_prints_as_zero_in_the_insight_table():
