@@ -713,14 +713,15 @@ def _refuse_if_running(out: str) -> None:
 
 def run_sec_pipeline(source: str, output: str, *, max_filings: int = 0, executor: str = "local", **kw) -> dict:
     "Run the whole SEC pipeline from `source` to `output` (local or s3://); returns the accounting. A rerun with "
-    "the same inputs and settings resumes (only the tasks without a completion marker run); otherwise it starts "
+    "the same inputs, settings and code resumes (only the tasks without a completion marker run); otherwise it starts "
     "from empty folders, never while an earlier run is still going."
     out = output.rstrip("/")
     n_files, n_bytes, listing = _listing_digest(source, max_filings)
     tasks = max(1, min(kw.pop("tasks", 2), n_files))
     if executor == "local" and n_bytes < IN_PROCESS_BUCKET_BYTES: kw.setdefault("bucket_workers", 1)
-    fingerprint = hashlib.sha1(json.dumps([source, listing, tasks, executor, {k: v for k, v in kw.items() if k != "slurm"}],
-                                          sort_keys=True, default=str).encode()).hexdigest()
+    from .run import package_hash      # the code too: outputs of completed tasks of other code are not resumed
+    fingerprint = hashlib.sha1(json.dumps([source, listing, tasks, executor, {k: v for k, v in kw.items() if k != "slurm"},
+                                           package_hash()], sort_keys=True, default=str).encode()).hexdigest()
     scratch = get_datafolder(f"{out}/scratch")
     _refuse_if_running(out)
     resume = scratch.exists("run.json") and json.loads(scratch.open("run.json").read()).get("fingerprint") == fingerprint
