@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -195,12 +196,13 @@ class RejectFilter(BaseFilter):
 
 # %% ../nbs/01_data.ipynb
 _BOILER_RE = re.compile(r"^\s*(\[?table of contents\]?(\(.*\))?|back to (contents|top)|page \d+( of \d+)?|-?\s*\d{1,3}\s*-?|[-_=*]{3,}|\|?(\s*\|)+\s*)\s*$", re.I)
-# the same line pattern with spaces that stay on their line, applied to the whole text at once (no loop over lines)
-_BOILER_LINES_RE = re.compile("^" + _BOILER_RE.pattern[1:-1].replace(r"\s", r"[^\S\n]") + r"$(?:\n|\Z)", re.I | re.M)
+# the same line pattern with spaces that stay on their line, applied to the whole text at once (no loop over lines);
+# it starts with the newline before the line, a literal the regex engine scans for instead of trying every character
+_BOILER_LINES_RE = re.compile(r"\n" + _BOILER_RE.pattern[1:-1].replace(r"\s", r"[^\S\n]") + r"(?=\n|\Z)", re.I)
 
 def remove_boilerplate(text: str) -> str:
     "Text without navigation and pagination lines."
-    return _BOILER_LINES_RE.sub("", text).strip()
+    return _BOILER_LINES_RE.sub("", "\n" + text).strip()
 
 _NOT_LETTER_RE = re.compile(r"[\W\d_]+")
 _ASCII_LETTERS, _ASCII = (string.ascii_letters).encode(), bytes(range(128))
@@ -296,13 +298,13 @@ class MinHasher:
 
     def signature(self, shingles: np.ndarray, chunk: int = 4096) -> np.ndarray:
         "The minimum of each hash function over the shingles, as uint32 (in chunks, to stay in cache)."
-        sig = np.full(len(self.a), 0xFFFFFFFF, dtype=np.uint64)
+        sig = np.full(len(self.a), np.iinfo(np.uint64).max, dtype=np.uint64)
         for i in range(0, len(shingles), chunk):
             x = self.a * shingles[i:i + chunk]             # (functions, shingles): wraps modulo 2^64
             x += self.b
-            x >>= _S32
             np.minimum(sig, x.min(axis=1), out=sig)
-        return sig.astype(np.uint32)
+        # the shift keeps the order (x <= y gives x >> 32 <= y >> 32), so the minimum's shift is the shifts' minimum
+        return (sig >> _S32).astype(np.uint32)
 
 
 def minhash_config(bands: int = 14, rows: int = 8) -> MinhashConfig:
@@ -576,10 +578,16 @@ def list_filings(source: str, max_filings: int = 0) -> dict[str, int]:
 BALANCE_MAX_FILES = 200_000   # up to this many files the list is balanced by size; beyond it, streamed as listed
 
 def balanced_order(sizes: dict[str, int], tasks: int) -> list[str]:
-    "The files of `sizes`, largest first in snake order, so datatrove's round-robin sharding gives every task similar bytes."
-    by_size = sorted(sizes, key=lambda f: (-sizes[f], f))
-    rounds = [by_size[i:i + tasks] for i in range(0, len(by_size), tasks)]
-    return [f for k, r in enumerate(rounds) for f in (r if k % 2 == 0 else r[::-1])]
+    "The files of `sizes` in an order in which datatrove's round-robin sharding (line i to task i % tasks) gives every "
+    "task similar bytes: largest first, each round of `tasks` files dealt largest to the task with the fewest bytes so far."
+    by_size, load, order = sorted(sizes, key=lambda f: (-sizes[f], f)), [0] * tasks, []
+    for i in range(0, len(by_size), tasks):
+        batch = by_size[i:i + tasks]            # a short last round can only go to tasks 0 .. len(batch) - 1
+        row = [""] * len(batch)
+        for f, t in zip(batch, sorted(range(len(batch)), key=lambda t: (load[t], t))):
+            row[t] = f; load[t] += sizes[f]
+        order += row
+    return order
 
 
 def _clear(folder) -> None:
@@ -592,6 +600,17 @@ def default_partition() -> str:
     import subprocess
     names = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True).stdout.split()
     return next((n.rstrip("*") for n in names if n.endswith("*")), names[0] if names else "")
+
+
+def _cache_loguru_lib_dirs() -> None:
+    "loguru works out its library folders (36 sysconfig lookups, 5 ms) for every handler it adds, and datatrove adds "
+    "three for each task: 0.25 s of a run on our corpus. They do not change within a process: computed once."
+    try: from loguru._better_exceptions import ExceptionFormatter
+    except ImportError: return                       # another loguru layout: only slower
+    if not hasattr(ExceptionFormatter._get_lib_dirs, "cache_info"):
+        ExceptionFormatter._get_lib_dirs = staticmethod(functools.cache(ExceptionFormatter._get_lib_dirs))
+
+_cache_loguru_lib_dirs()      # at import, so the fork server's workers and SLURM's tasks have it too
 
 
 def _executor(pipeline, tasks, workers, logging_dir, executor, depends=None, slurm: dict | None = None, name="sec_data"):
