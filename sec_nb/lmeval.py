@@ -475,6 +475,7 @@ def sec_heldout_set(heldout_dir: str | Path, sets_dir: str | Path, max_chars: in
             doc_id = str(r.get("id", f"{f.name}:{i}"))
             docs += [{"id": f"{doc_id}#{j}", "text": t} for j, t in enumerate(passages(r.get("text", ""), max_chars))]
     except FileNotFoundError as e: raise EvalInputError(f"{e}; run the data stage first") from None
+    docs.sort(key=lambda d: d["id"])          # the same set whatever files the data stage's tasks wrote
     e = write_set(docs, Path(sets_dir) / "sec_heldout.jsonl", source="run data/sec_heldout")
     (Path(sets_dir) / "manifest.json").write_text(json.dumps({"files": {"sec_heldout": e}}, indent=1) + "\n")
     return Path(sets_dir) / "sec_heldout.jsonl"

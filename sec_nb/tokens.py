@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -13,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto 0
-__all__ = ['SPECIALS', 'CHAT_TEMPLATE', 'read_records', 'read_texts', 'take_chars', 'read_instruct', 'train_tokenizer',
-           'end_of_text_id', 'encode_texts', 'end_of_turn', 'encode_instruct', 'unigram_entropy', 'write_corpus',
-           'write_instruct']
+__all__ = ['SPECIALS', 'CHAT_TEMPLATE', 'read_records', 'read_texts', 'take_chars', 'doc_key', 'sample_texts', 'read_instruct',
+           'train_tokenizer', 'end_of_text_id', 'encode_texts', 'end_of_turn', 'encode_instruct', 'unigram_entropy',
+           'write_corpus', 'write_instruct']
 
 # %% ../nbs/02_tokens.ipynb
 def _lines(path: Path):
@@ -47,6 +48,27 @@ def take_chars(texts, n: int):
         if n and seen >= n: return
         seen += len(t)
         yield t
+
+def doc_key(doc_id: str) -> str:
+    "A stable pseudo-random sort key for a document id (the same on every machine and run)."
+    return hashlib.sha1(doc_id.encode()).hexdigest()
+
+def sample_texts(folder: str | Path, n: int):
+    "Whole texts of a corpus folder: every one in file order when `n` is 0, else about `n` characters of them taken "
+    "in `doc_key` order of their ids, so the sample is spread over the corpus and the same however the data stage "
+    "laid the documents out in files. Holds only the sample in memory (the corpus is read twice)."
+    if not n: yield from read_texts(folder); return
+    index = sorted((doc_key(str(r["id"])), str(r["id"]), len(r.get("text") or "")) for _, _, r in read_records(folder))
+    chosen, seen = [], 0
+    for _, doc_id, size in index:
+        if seen >= n: break
+        chosen.append(doc_id); seen += size
+    wanted, texts = set(chosen), {}
+    for f, i, r in read_records(folder):
+        if str(r["id"]) in wanted:
+            if not isinstance(r.get("text"), str): raise ValueError(f"{f}: record {i} has no string 'text'")
+            texts[str(r["id"])] = r["text"]
+    yield from (texts[d] for d in chosen)
 
 def read_instruct(path: str | Path):
     "(prompt, response) pairs of an instruction file."
