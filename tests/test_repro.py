@@ -101,3 +101,20 @@ def test_verify_refuses_a_run_of_other_code(stage_nbs, tmp_path):
     lines = []
     assert repro.verify_run(rd, nbs_dir=stage_nbs, log=lines.append) == 2
     assert "stages that would rerun: log" in lines[0]
+
+
+def test_data_task_count_changes_no_token(micro_run, tmp_path):
+    """The data stage with 1 task instead of micro's 2 writes the same documents to other files (its kept set does not
+    move with the task count); the token files made from them, a capped sample, are the same bytes."""
+    run_dir, _, _ = micro_run
+    other = tmp_path / "one_task"
+    for stage in ("data", "tokens"):
+        r = subprocess.run([SEC_NB, "run", "--preset", "micro", "--run-dir", str(other), "--only", stage,
+                            "-p", "data.tasks=1", "--no-progress"], capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert len(list((other / "data" / "sec_train").glob("*.jsonl.gz"))) == 1
+    assert len(list((run_dir / "data" / "sec_train").glob("*.jsonl.gz"))) == 2
+    files = sorted(p.name for p in (run_dir / "tokens").glob("*_text_document*"))
+    assert files and files == sorted(p.name for p in (other / "tokens").glob("*_text_document*"))
+    for name in files:
+        assert (run_dir / "tokens" / name).read_bytes() == (other / "tokens" / name).read_bytes(), name
