@@ -58,11 +58,17 @@ def sample_texts(folder: str | Path, n: int):
     "in `doc_key` order of their ids, so the sample is spread over the corpus and the same however the data stage "
     "laid the documents out in files. Holds only the sample in memory (the corpus is read twice)."
     if not n: yield from read_texts(folder); return
-    index = sorted((doc_key(str(r["id"])), str(r["id"]), len(r.get("text") or "")) for _, _, r in read_records(folder))
+    sizes = {}                                             # id: characters, every document of the folder
+    for f, i, r in read_records(folder):
+        doc_id = str(r.get("id") or "")
+        if not doc_id or doc_id in sizes:
+            raise ValueError(f"{f}: record {i} has {'no id' if not doc_id else f'the id {doc_id!r} of an earlier record'} "
+                             "(a sample picks documents by id)")
+        sizes[doc_id] = len(r.get("text") or "")
     chosen, seen = [], 0
-    for _, doc_id, size in index:
+    for doc_id in sorted(sizes, key=lambda d: (doc_key(d), d)):
         if seen >= n: break
-        chosen.append(doc_id); seen += size
+        chosen.append(doc_id); seen += sizes[doc_id]
     wanted, texts = set(chosen), {}
     for f, i, r in read_records(folder):
         if str(r["id"]) in wanted:
