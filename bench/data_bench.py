@@ -35,17 +35,13 @@ def plain_loop(root: Path, files: list[Path]) -> dict:
     return {"read": read, "kept": extracted}
 
 
-def _shard_loop(args) -> dict:
-    return plain_loop(*args)
-
-
 def plain_loop_in_processes(root: Path, files: list[Path], n: int = 2) -> dict:
     "The ceiling for n workers: the plain loop in n processes, on the n shards the pipeline's tasks would read."
     from multiprocessing import get_context
     from sec_nb.data import balanced_order
     order = balanced_order({str(p.relative_to(root)): p.stat().st_size for p in files}, n)
     with get_context("fork").Pool(n) as pool:
-        parts = pool.map(_shard_loop, [(root, [root / f for f in order[r::n]]) for r in range(n)])
+        parts = pool.starmap(plain_loop, [(root, [root / f for f in order[r::n]]) for r in range(n)])
     return {k: sum(p[k] for p in parts) for k in ("read", "kept")}
 
 
